@@ -1,0 +1,177 @@
+//! Renders a product's document tree bottom-up: each node's items keyed by the columns that link
+//! them to their parent, each child collection reduced to its ordered list (or single item) per
+//! link key, joined to the parent rows through an arrangement of the parent keyed by its link
+//! columns, and every parent row built into its item in one reduce over its parts.
+//!
+//! Joins are inner in differential; the left-outer semantics (no children → `[]` or `null`) come
+//! from that final reduce, which sees the row and whichever child values exist.
+
+use std::collections::HashMap;
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use super::Time;
+use crate::plan::{Node, NodeOutput, OutField, SourceId};
+use crate::spec::Cardinality;
+use crate::value::{Row, Value};
+
+/// A collection of `(key, row)` pairs, or of keyed items.
+pub type Rows<'s> = VecCollection<'s, Time, (Row, Row)>;
+pub type Items<'s> = VecCollection<'s, Time, (Row, Value)>;
+/// Rows of a source arranged by some of their columns, with the primary key as value.
+pub type KeyedRows<'s> = Arranged<'s, TraceAgent<ValSpine<Row, Row, Time, isize>>>;
+
+/// What a parent's build reduce sees for one primary key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Part {
+    Row(Row),
+    Child(u32, Value),
+}
+
+/// The values of `columns` of `row`, or `None` if one is null (null never joins).
+pub fn link_key(row: &Row, columns: &[usize]) -> Option<Row> {
+    let key: Vec<Value> = columns.iter().map(|&c| row[c].clone()).collect();
+    (!key.iter().any(Value::is_null)).then(|| key.into())
+}
+
+/// A node's item for one row, given the values of its child relations (`None`: nothing matched).
+/// `None` when the node passes through a child that is missing.
+pub fn build_item(node: &Node, row: &Row, children: &[Option<Value>]) -> Option<Value> {
+    match &node.output {
+        NodeOutput::Scalar(column) => Some(row[*column].clone()),
+        NodeOutput::Through => children.first().cloned().flatten(),
+        NodeOutput::Object(fields) => Some(Value::Doc(
+            fields
+                .iter()
+                .map(|field| match field {
+                    OutField::Column { column, .. } => row[*column].clone(),
+                    OutField::Child { child, .. } => children[*child].clone().unwrap_or_else(|| empty_slot(&node.children[*child])),
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        )),
+    }
+}
+
+/// What a parent holds for a relation with no matching child: `[]` or `null`.
+pub fn empty_slot(child: &Node) -> Value {
+    match child.cardinality {
+        Cardinality::Many => Value::Doc(Vec::new().into()),
+        Cardinality::One => Value::Null,
+    }
+}
+
+/// The sort key of an item: its `order_by` fields (the item itself breaks ties).
+fn order_key<'a>(node: &Node, item: &'a Value) -> Vec<&'a Value> {
+    match item {
+        Value::Doc(fields) => node.order_by.iter().map(|&i| &fields[i]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The value of a relation for one link key: the ordered list of items, or the first item.
+pub fn aggregate(node: &Node, items: &[(&Value, isize)]) -> Value {
+    let mut sorted: Vec<&Value> = Vec::with_capacity(items.len());
+    for (item, count) in items {
+        for _ in 0..(*count).max(0) {
+            sorted.push(item);
+        }
+    }
+    // Input arrives sorted by item; a stable sort by the order_by fields keeps the item as tie-break.
+    if !node.order_by.is_empty() {
+        sorted.sort_by(|a, b| order_key(node, a).cmp(&order_key(node, b)));
+    }
+    match node.cardinality {
+        Cardinality::Many => Value::Doc(sorted.into_iter().cloned().collect::<Vec<_>>().into()),
+        Cardinality::One => sorted.first().map(|v| (*v).clone()).unwrap_or(Value::Null),
+    }
+}
+
+/// Renders nodes over the source collections, sharing arrangements of equal (source, columns).
+pub struct Renderer<'s> {
+    sources: Vec<Rows<'s>>,
+    keyed: HashMap<(SourceId, Vec<usize>), KeyedRows<'s>>,
+    source_names: Vec<String>,
+}
+
+impl<'s> Renderer<'s> {
+    pub fn new(sources: Vec<Rows<'s>>, source_names: Vec<String>) -> Self {
+        Renderer { sources, keyed: HashMap::new(), source_names }
+    }
+
+    /// The rows of `source` arranged by `columns` (value: primary key), built once and shared.
+    pub fn keyed(&mut self, source: SourceId, columns: &[usize]) -> KeyedRows<'s> {
+        let name = format!("{}{:?}", self.source_names[source], columns);
+        let rows = self.sources[source].clone();
+        self.keyed
+            .entry((source, columns.to_vec()))
+            .or_insert_with(|| {
+                let columns = columns.to_vec();
+                rows.flat_map(move |(pk, row)| link_key(&row, &columns).map(|k| (k, pk))).arrange_by_key_named(&format!("Keyed({name})"))
+            })
+            .clone()
+    }
+
+    /// Names and keys of the arrangements built so far (for `explain` and metrics).
+    pub fn arrangements(&self) -> Vec<(SourceId, Vec<usize>)> {
+        let mut keys: Vec<_> = self.keyed.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// The items of `node`, keyed by its link's child columns (by primary key at the root).
+    pub fn render(&mut self, node: &Node) -> Items<'s> {
+        let rows = self.sources[node.source].clone();
+        let key_columns = node.link.as_ref().map(|l| l.child_columns.clone());
+        if node.children.is_empty() {
+            let node = node.clone();
+            return rows.flat_map(move |(pk, row)| {
+                let key = match &key_columns {
+                    Some(cols) => link_key(&row, cols),
+                    None => Some(pk),
+                };
+                key.and_then(|k| build_item(&node, &row, &[]).map(|item| (k, item)))
+            });
+        }
+        let scope = rows.scope();
+        let mut parts = vec![rows.map(|(pk, row)| (pk, Part::Row(row)))];
+        for (i, child) in node.children.iter().enumerate() {
+            let items = self.render(child);
+            let relation = child.clone();
+            let values = items
+                .reduce_named(&format!("Nest({})", child.path), move |_key, input, output| output.push((aggregate(&relation, input), 1)))
+                .arrange_by_key_named(&format!("Nested({})", child.path));
+            let link = child.link.as_ref().expect("children have links");
+            let parents = self.keyed(node.source, &link.parent_columns);
+            let index = i as u32;
+            parts.push(parents.join_core(values, move |_key, pk: &Row, value: &Value| Some((pk.clone(), Part::Child(index, value.clone())))));
+        }
+        let built = node.clone();
+        differential_dataflow::collection::concatenate(scope, parts)
+            .reduce_named(&format!("Build({})", node.path), move |pk, input, output| {
+                let mut row = None;
+                let mut children: Vec<Option<Value>> = vec![None; built.children.len()];
+                for (part, count) in input {
+                    if *count <= 0 {
+                        continue;
+                    }
+                    match part {
+                        Part::Row(r) => row = Some(r),
+                        Part::Child(i, v) => children[*i as usize] = Some(v.clone()),
+                    }
+                }
+                let Some(row) = row else { return };
+                let key = match &key_columns {
+                    Some(cols) => link_key(row, cols),
+                    None => Some(pk.clone()),
+                };
+                if let (Some(key), Some(item)) = (key, build_item(&built, row, &children)) {
+                    output.push(((key, item), 1));
+                }
+            })
+            .map(|(_pk, keyed_item)| keyed_item)
+    }
+}

@@ -1,0 +1,574 @@
+//! What will run: the product file checked against itself and lowered to indices. Every name is
+//! resolved here (sources, columns, fields, relations), so the dataflow and the reference
+//! evaluator never look anything up by string. A mistake is an error naming the file, line and
+//! column, with the line shown and the names that would have been valid.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use toml::Spanned;
+
+use crate::spec::{self, Cardinality, FieldSpec, NodeSpec, ProductFile, RelationSpec, SourceText};
+use crate::value::Shape;
+
+/// The declared type of a source column: what a record's value is decoded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    String,
+    Int,
+    Float,
+    Bool,
+    /// `decimal(S)` gives the scale of schema-less base64 (`precise`) encodings.
+    Decimal { scale: Option<u32> },
+    Date,
+    Time,
+    /// The unit of schema-less integer timestamps (a schema's semantic type overrides it).
+    Timestamp { unit: TimeUnit },
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeUnit {
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl ColumnType {
+    pub fn parse(text: &str) -> Option<ColumnType> {
+        let text = text.trim();
+        Some(match text {
+            "string" | "text" => ColumnType::String,
+            "int" | "integer" | "long" => ColumnType::Int,
+            "float" | "double" => ColumnType::Float,
+            "bool" | "boolean" => ColumnType::Bool,
+            "decimal" => ColumnType::Decimal { scale: None },
+            "date" => ColumnType::Date,
+            "time" => ColumnType::Time,
+            "timestamp" | "timestamp(ms)" => ColumnType::Timestamp { unit: TimeUnit::Millis },
+            "timestamp(us)" => ColumnType::Timestamp { unit: TimeUnit::Micros },
+            "timestamp(ns)" => ColumnType::Timestamp { unit: TimeUnit::Nanos },
+            "json" => ColumnType::Json,
+            other => {
+                let scale = other.strip_prefix("decimal(")?.strip_suffix(')')?;
+                ColumnType::Decimal { scale: Some(scale.trim().parse().ok()?) }
+            }
+        })
+    }
+
+    /// Whether values of the two types can ever be equal (join columns must be comparable).
+    fn comparable(self, other: ColumnType) -> bool {
+        std::mem::discriminant(&self) == std::mem::discriminant(&other)
+    }
+}
+
+const TYPE_NAMES: &str = "string, int, float, bool, decimal, decimal(S), date, time, timestamp, timestamp(ms|us|ns), json";
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::String => write!(f, "string"),
+            ColumnType::Int => write!(f, "int"),
+            ColumnType::Float => write!(f, "float"),
+            ColumnType::Bool => write!(f, "bool"),
+            ColumnType::Decimal { scale: None } => write!(f, "decimal"),
+            ColumnType::Decimal { scale: Some(s) } => write!(f, "decimal({s})"),
+            ColumnType::Date => write!(f, "date"),
+            ColumnType::Time => write!(f, "time"),
+            ColumnType::Timestamp { unit: TimeUnit::Millis } => write!(f, "timestamp"),
+            ColumnType::Timestamp { unit: TimeUnit::Micros } => write!(f, "timestamp(us)"),
+            ColumnType::Timestamp { unit: TimeUnit::Nanos } => write!(f, "timestamp(ns)"),
+            ColumnType::Json => write!(f, "json"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+/// A source collection: one Debezium topic, upserted by its primary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePlan {
+    pub name: String,
+    pub topic: String,
+    /// The row layout: every declared column, in declaration order.
+    pub columns: Vec<Column>,
+    /// Indices into `columns` of the primary key, in key order.
+    pub key: Vec<usize>,
+}
+
+impl SourcePlan {
+    pub fn column_names(&self) -> Vec<&str> {
+        self.columns.iter().map(|c| c.name.as_str()).collect()
+    }
+}
+
+/// Index of a source in [`Plan::sources`].
+pub type SourceId = usize;
+
+/// A node of the document tree: rows of one source, shaped into one object (or scalar) each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Where this node sits, e.g. `document.starred_repos`: names operators and errors.
+    pub path: String,
+    pub source: SourceId,
+    /// How the rows attach to their parent (none at the root).
+    pub link: Option<Link>,
+    pub cardinality: Cardinality,
+    /// Drop this node's item when the child it passes through is missing (many-to-many links).
+    pub output: NodeOutput,
+    pub children: Vec<Node>,
+    /// Indices into the item's object fields to sort a list by; the whole item breaks ties.
+    pub order_by: Vec<usize>,
+}
+
+/// Parent columns equal child columns, pairwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub parent_columns: Vec<usize>,
+    pub child_columns: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeOutput {
+    /// An object with these fields, in order.
+    Object(Vec<OutField>),
+    /// The value of one column.
+    Scalar(usize),
+    /// The item of the only child (a many-to-many link row stands for its target); no item when
+    /// the child is missing.
+    Through,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutField {
+    Column { name: Arc<str>, column: usize },
+    Child { name: Arc<str>, child: usize },
+}
+
+impl Node {
+    /// How this node's item renders as JSON.
+    pub fn shape(&self) -> Shape {
+        match &self.output {
+            NodeOutput::Scalar(_) => Shape::Scalar,
+            NodeOutput::Through => self.children[0].shape(),
+            NodeOutput::Object(fields) => Shape::Object(
+                fields
+                    .iter()
+                    .map(|f| match f {
+                        OutField::Column { name, .. } => (name.clone(), Shape::Scalar),
+                        OutField::Child { name, child } => (name.clone(), self.children[*child].slot_shape()),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// How this node renders in its parent's field: a list of items, or one item or null.
+    pub fn slot_shape(&self) -> Shape {
+        match self.cardinality {
+            Cardinality::Many => Shape::List(Box::new(self.shape())),
+            Cardinality::One => self.shape(),
+        }
+    }
+
+    /// Every node of the tree, depth first, parents before children.
+    pub fn walk(&self) -> Vec<&Node> {
+        let mut out = vec![self];
+        for child in &self.children {
+            out.extend(child.walk());
+        }
+        out
+    }
+}
+
+/// One data product: a document tree over sources, written to one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductPlan {
+    pub name: String,
+    pub file: String,
+    pub output_topic: String,
+    pub root: Node,
+}
+
+impl ProductPlan {
+    pub fn shape(&self) -> Shape {
+        self.root.shape()
+    }
+}
+
+/// Everything a job runs: its products and the sources they read, each source once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub sources: Vec<SourcePlan>,
+    pub products: Vec<ProductPlan>,
+}
+
+/// A mistake in a product file, with its place.
+#[derive(Debug, thiserror::Error)]
+#[error("{place}: {message}\n{excerpt}{hint}")]
+pub struct SpecError {
+    pub place: String,
+    pub message: String,
+    pub excerpt: String,
+    pub hint: String,
+}
+
+/// Reads, parses and checks one product file.
+pub fn load(path: &Path) -> anyhow::Result<Plan> {
+    let text = SourceText::read(path)?;
+    let file = spec::parse(&text)?;
+    Ok(lower(&text, &file)?)
+}
+
+/// Reads every `*.toml` product file of a folder (sorted by name), or the given files, into one plan.
+pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| anyhow::anyhow!("cannot read folder {}: {e}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    anyhow::ensure!(!files.is_empty(), "no product files (*.toml) in {paths:?}");
+    let mut plan = Plan { sources: Vec::new(), products: Vec::new() };
+    for file in files {
+        merge(&mut plan, load(&file)?)?;
+    }
+    Ok(plan)
+}
+
+/// Adds `other`'s products to `plan`, sharing sources that read the same topic the same way.
+pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
+    let mut remap = Vec::new();
+    for source in other.sources {
+        let id = match plan.sources.iter().position(|s| s.topic == source.topic) {
+            Some(id) => {
+                let existing = &plan.sources[id];
+                anyhow::ensure!(
+                    existing.columns == source.columns && existing.key == source.key,
+                    "topic {} is declared twice with different columns or primary keys (as source `{}` and `{}`); \
+                     declare it the same way in every product file",
+                    source.topic,
+                    existing.name,
+                    source.name
+                );
+                id
+            }
+            None => {
+                plan.sources.push(source);
+                plan.sources.len() - 1
+            }
+        };
+        remap.push(id);
+    }
+    for mut product in other.products {
+        anyhow::ensure!(
+            !plan.products.iter().any(|p| p.name == product.name || p.output_topic == product.output_topic),
+            "product {} ({}) clashes with another product of the same name or output topic",
+            product.name,
+            product.file
+        );
+        fn renumber(node: &mut Node, remap: &[usize]) {
+            node.source = remap[node.source];
+            node.children.iter_mut().for_each(|c| renumber(c, remap));
+        }
+        renumber(&mut product.root, &remap);
+        plan.products.push(product);
+    }
+    Ok(())
+}
+
+struct Lowering<'a> {
+    text: &'a SourceText,
+    file: &'a ProductFile,
+    sources: Vec<SourcePlan>,
+}
+
+impl<'a> Lowering<'a> {
+    fn error<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>, hint: impl Into<String>) -> Result<T, SpecError> {
+        let hint = hint.into();
+        Err(SpecError {
+            place: self.text.locate(span.start),
+            message: message.into(),
+            excerpt: self.text.excerpt(span.start),
+            hint: if hint.is_empty() { hint } else { format!("\n  = help: {hint}") },
+        })
+    }
+
+    fn source(&self, name: &Spanned<String>) -> Result<SourceId, SpecError> {
+        match self.sources.iter().position(|s| &s.name == name.get_ref()) {
+            Some(id) => Ok(id),
+            None => self.error(
+                name.span(),
+                format!("unknown source `{}`", name.get_ref()),
+                format!("declared sources: {}", self.file.sources.keys().cloned().collect::<Vec<_>>().join(", ")),
+            ),
+        }
+    }
+
+    fn column(&self, source: SourceId, name: &Spanned<String>) -> Result<usize, SpecError> {
+        let s = &self.sources[source];
+        match s.columns.iter().position(|c| &c.name == name.get_ref()) {
+            Some(i) => Ok(i),
+            None => self.error(
+                name.span(),
+                format!("source `{}` has no column `{}`", s.name, name.get_ref()),
+                format!(
+                    "its columns are: {}; add it under [sources.{}.columns] if the table has it",
+                    s.column_names().join(", "),
+                    s.name
+                ),
+            ),
+        }
+    }
+
+    fn lower_sources(&mut self) -> Result<(), SpecError> {
+        let mut topics = HashSet::new();
+        for (name, spanned) in &self.file.sources {
+            let spec = spanned.get_ref();
+            let mut columns = Vec::new();
+            for (col, ty) in spec.columns.get_ref() {
+                match ColumnType::parse(ty.get_ref()) {
+                    Some(t) => columns.push(Column { name: col.clone(), ty: t }),
+                    None => {
+                        return self.error(ty.span(), format!("unknown column type `{}` for `{name}.{col}`", ty.get_ref()), format!("types are: {TYPE_NAMES}"))
+                    }
+                }
+            }
+            if columns.is_empty() {
+                return self.error(spec.columns.span(), format!("source `{name}` declares no columns"), "list the columns the product uses with their types");
+            }
+            if !topics.insert(spec.topic.get_ref().clone()) {
+                return self.error(spec.topic.span(), format!("topic `{}` is used by two sources", spec.topic.get_ref()), "");
+            }
+            let mut key = Vec::new();
+            for k in spec.primary_key.get_ref() {
+                match columns.iter().position(|c| &c.name == k.get_ref()) {
+                    Some(i) if key.contains(&i) => return self.error(k.span(), format!("`{}` appears twice in the primary key", k.get_ref()), ""),
+                    Some(i) => key.push(i),
+                    None => {
+                        return self.error(
+                            k.span(),
+                            format!("primary key column `{}` is not a declared column of source `{name}`", k.get_ref()),
+                            "declare it under columns",
+                        )
+                    }
+                }
+            }
+            if key.is_empty() {
+                return self.error(spec.primary_key.span(), format!("source `{name}` has an empty primary key"), "name the key columns, e.g. primary_key = [\"id\"]");
+            }
+            self.sources.push(SourcePlan { name: name.clone(), topic: spec.topic.get_ref().clone(), columns, key });
+        }
+        Ok(())
+    }
+
+    fn link(&self, parent: SourceId, child: SourceId, on: &Spanned<IndexMap<String, Spanned<String>>>) -> Result<Link, SpecError> {
+        if on.get_ref().is_empty() {
+            return self.error(on.span(), "`on` names no columns", "write on = { parent_column = \"child_column\" }");
+        }
+        let mut link = Link { parent_columns: Vec::new(), child_columns: Vec::new() };
+        for (parent_col, child_col) in on.get_ref() {
+            // The parent column name is a map key without its own span: point at `on`.
+            let p = match self.sources[parent].columns.iter().position(|c| &c.name == parent_col) {
+                Some(p) => p,
+                None => {
+                    return self.error(
+                        on.span(),
+                        format!("`on` names `{parent_col}`, which is not a column of the parent source `{}`", self.sources[parent].name),
+                        format!("the parent's columns are: {}", self.sources[parent].column_names().join(", ")),
+                    )
+                }
+            };
+            let c = self.column(child, child_col)?;
+            let (pt, ct) = (self.sources[parent].columns[p].ty, self.sources[child].columns[c].ty);
+            if !pt.comparable(ct) {
+                return self.error(
+                    child_col.span(),
+                    format!("cannot join `{parent_col}` ({pt}) with `{}` ({ct}): the types differ", child_col.get_ref()),
+                    "declare both columns with the same type",
+                );
+            }
+            link.parent_columns.push(p);
+            link.child_columns.push(c);
+        }
+        Ok(link)
+    }
+
+    /// Lowers the fields and relations of a node whose rows come from `source`.
+    fn lower_output(
+        &self,
+        path: &str,
+        source: SourceId,
+        fields: &[FieldSpec],
+        value: Option<&Spanned<String>>,
+        relations: &[RelationSpec],
+        at: std::ops::Range<usize>,
+        ancestors: &[SourceId],
+    ) -> Result<(NodeOutput, Vec<Node>), SpecError> {
+        let mut children = Vec::new();
+        let mut names: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+        let mut out = Vec::new();
+        if let Some(value) = value {
+            if let Some(f) = fields.first() {
+                return self.error(f.output_name().span(), "a relation has either `value` or `fields`, not both", "");
+            }
+            if let Some(r) = relations.first() {
+                return self.error(r.name.span(), "a relation with `value` nests a single column and cannot have relations", "use `fields` to nest an object");
+            }
+            return Ok((NodeOutput::Scalar(self.column(source, value)?), children));
+        }
+        for field in fields {
+            let column = self.column(source, field.column())?;
+            let name = field.output_name();
+            self.unique(&mut names, name)?;
+            out.push(OutField::Column { name: name.get_ref().as_str().into(), column });
+        }
+        for relation in relations {
+            self.unique(&mut names, &relation.name)?;
+            let child = self.lower_relation(path, source, relation, ancestors)?;
+            out.push(OutField::Child { name: relation.name.get_ref().as_str().into(), child: children.len() });
+            children.push(child);
+        }
+        if out.is_empty() {
+            return self.error(at, "this node outputs nothing", "list `fields`, nest `relations`, or give a `value`");
+        }
+        Ok((NodeOutput::Object(out), children))
+    }
+
+    fn unique(&self, names: &mut Vec<(String, std::ops::Range<usize>)>, name: &Spanned<String>) -> Result<(), SpecError> {
+        if let Some((_, first)) = names.iter().find(|(n, _)| n == name.get_ref()) {
+            let first = self.text.locate(first.start);
+            return self.error(name.span(), format!("field `{}` is output twice (first at {first})", name.get_ref()), "rename one with { name = \"...\", column = \"...\" }");
+        }
+        names.push((name.get_ref().clone(), name.span()));
+        Ok(())
+    }
+
+    fn lower_relation(&self, parent_path: &str, parent: SourceId, rel: &RelationSpec, ancestors: &[SourceId]) -> Result<Node, SpecError> {
+        let path = format!("{parent_path}.{}", rel.name.get_ref());
+        let target = self.source(&rel.source)?;
+        let cardinality = *rel.cardinality.get_ref();
+        let mut chain = ancestors.to_vec();
+        chain.push(parent);
+        let target_node = |link_parent: SourceId, chain: &[SourceId], cardinality| -> Result<Node, SpecError> {
+            let link = self.link(link_parent, target, &rel.on)?;
+            let (output, children) =
+                self.lower_output(&path, target, &rel.fields, rel.value.as_ref(), &rel.relations, rel.name.span(), chain)?;
+            let order_by = self.order_by(&output, &children, rel)?;
+            Ok(Node { path: path.clone(), source: target, link: Some(link), cardinality, output, children, order_by })
+        };
+        // A relation may revisit a source (users → pull_requests → users), but a path longer than
+        // the number of sources times two is almost surely a runaway recursive spec.
+        if chain.len() > 2 * self.sources.len() + 2 {
+            return self.error(rel.name.span(), "relations nest deeper than the sources allow: is the file recursive?", "");
+        }
+        match &rel.through {
+            None => target_node(parent, &chain, cardinality),
+            Some(through) => {
+                let link_source = self.source(&through.source)?;
+                let link = self.link(parent, link_source, &through.on)?;
+                let mut chain2 = chain.clone();
+                chain2.push(link_source);
+                let child = target_node(link_source, &chain2, Cardinality::One)?;
+                let order_by = child.order_by.clone();
+                Ok(Node {
+                    path: format!("{path}(through {})", through.source.get_ref()),
+                    source: link_source,
+                    link: Some(link),
+                    cardinality,
+                    output: NodeOutput::Through,
+                    children: vec![child],
+                    order_by,
+                })
+            }
+        }
+    }
+
+    fn order_by(&self, output: &NodeOutput, children: &[Node], rel: &RelationSpec) -> Result<Vec<usize>, SpecError> {
+        let mut order = Vec::new();
+        for name in &rel.order_by {
+            let NodeOutput::Object(fields) = output else {
+                return self.error(name.span(), "`order_by` applies to object items; a list of values is sorted by value", "remove order_by");
+            };
+            let names: Vec<&str> = fields
+                .iter()
+                .map(|f| match f {
+                    OutField::Column { name, .. } | OutField::Child { name, .. } => &**name,
+                })
+                .collect();
+            match names.iter().position(|n| *n == name.get_ref()) {
+                Some(i) if matches!(fields[i], OutField::Child { child, .. } if children[child].cardinality == Cardinality::Many) => {
+                    return self.error(name.span(), format!("cannot order by `{}`: it is a nested list", name.get_ref()), "")
+                }
+                Some(i) => order.push(i),
+                None => {
+                    return self.error(
+                        name.span(),
+                        format!("`order_by` names `{}`, which is not an output field of `{}`", name.get_ref(), rel.name.get_ref()),
+                        format!("its fields are: {}", names.join(", ")),
+                    )
+                }
+            }
+        }
+        Ok(order)
+    }
+}
+
+/// Checks a parsed product file and lowers it to a one-product [`Plan`].
+pub fn lower(text: &SourceText, file: &ProductFile) -> Result<Plan, SpecError> {
+    let mut l = Lowering { text, file, sources: Vec::new() };
+    l.lower_sources()?;
+    let name = &file.product.name;
+    if name.get_ref().is_empty() || !name.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+        return l.error(name.span(), format!("product name `{}` must be non-empty letters, digits, `_`, `-` or `.`", name.get_ref()), "");
+    }
+    let topic = &file.product.output_topic;
+    if l.sources.iter().any(|s| &s.topic == topic.get_ref()) {
+        return l.error(topic.span(), "the output topic is also a source topic", "write documents to a topic of their own");
+    }
+    let root_source = l.source(&file.document.source)?;
+    let NodeSpec { fields, relations, source } = &file.document;
+    let (output, children) = l.lower_output("document", root_source, fields, None, relations, source.span(), &[])?;
+    let root = Node { path: "document".into(), source: root_source, link: None, cardinality: Cardinality::One, output, children, order_by: Vec::new() };
+    let product = ProductPlan {
+        name: name.get_ref().clone(),
+        file: text.path.display().to_string(),
+        output_topic: topic.get_ref().clone(),
+        root,
+    };
+    // Keep only the sources the document uses, renumbered in first-use order.
+    let mut used: Vec<SourceId> = Vec::new();
+    for node in product.root.walk() {
+        if !used.contains(&node.source) {
+            used.push(node.source);
+        }
+    }
+    let sources = used.iter().map(|&i| l.sources[i].clone()).collect();
+    let mut plan = Plan { sources, products: Vec::new() };
+    let mut product = product;
+    fn renumber(node: &mut Node, used: &[SourceId]) {
+        node.source = used.iter().position(|&u| u == node.source).expect("walked above");
+        node.children.iter_mut().for_each(|c| renumber(c, used));
+    }
+    renumber(&mut product.root, &used);
+    plan.products.push(product);
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! The product file as the user wrote it: TOML deserialized into typed sections, each name kept
+//! with its place in the file so that [`crate::plan`] can point at the exact spot of a mistake.
+//!
+//! A product file declares its sources (topic, primary key, typed columns), the document root and
+//! a tree of relations under it, and the output topic. See `dataflows/` and the README.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A product file, parsed but not yet checked against itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductFile {
+    pub product: ProductSection,
+    pub sources: IndexMap<String, Spanned<SourceSpec>>,
+    pub document: NodeSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductSection {
+    pub name: Spanned<String>,
+    pub output_topic: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub topic: Spanned<String>,
+    pub primary_key: Spanned<Vec<Spanned<String>>>,
+    /// Column name → type (`string`, `int`, `float`, `bool`, `decimal`, `decimal(S)`, `date`,
+    /// `time`, `timestamp`, `timestamp(ms|us|ns)`, `json`), in the order they are declared.
+    pub columns: Spanned<IndexMap<String, Spanned<String>>>,
+}
+
+/// The document root: a source, its projected fields and its relations.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub source: Spanned<String>,
+    #[serde(default)]
+    pub fields: Vec<FieldSpec>,
+    #[serde(default)]
+    pub relations: Vec<RelationSpec>,
+}
+
+/// A field of an object: a column, kept under its own name or renamed.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FieldSpec {
+    Column(Spanned<String>),
+    Renamed {
+        name: Spanned<String>,
+        column: Spanned<String>,
+    },
+}
+
+impl FieldSpec {
+    pub fn output_name(&self) -> &Spanned<String> {
+        match self {
+            FieldSpec::Column(c) => c,
+            FieldSpec::Renamed { name, .. } => name,
+        }
+    }
+    pub fn column(&self) -> &Spanned<String> {
+        match self {
+            FieldSpec::Column(c) => c,
+            FieldSpec::Renamed { column, .. } => column,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cardinality {
+    /// A single nested object (or scalar), `null` when nothing matches.
+    One,
+    /// A list of nested objects (or scalars), `[]` when nothing matches.
+    Many,
+}
+
+/// A nested field: the child rows of `source` whose `on` columns equal the parent's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelationSpec {
+    pub name: Spanned<String>,
+    pub source: Spanned<String>,
+    pub cardinality: Spanned<Cardinality>,
+    /// Parent column → child column (with `through`: link column → child column).
+    pub on: Spanned<IndexMap<String, Spanned<String>>>,
+    /// Many-to-many: the link collection between parent and child.
+    pub through: Option<ThroughSpec>,
+    #[serde(default)]
+    pub fields: Vec<FieldSpec>,
+    /// Instead of an object, nest the value of this one column.
+    pub value: Option<Spanned<String>>,
+    /// Output fields of the nested item to sort a list by (ascending), then the whole item.
+    #[serde(default)]
+    pub order_by: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub relations: Vec<RelationSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThroughSpec {
+    pub source: Spanned<String>,
+    /// Parent column → link column.
+    pub on: Spanned<IndexMap<String, Spanned<String>>>,
+}
+
+/// A product file's text with its path, for error messages that point at a line.
+#[derive(Debug, Clone)]
+pub struct SourceText {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl SourceText {
+    pub fn read(path: &Path) -> anyhow::Result<SourceText> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read product file {}: {e}", path.display()))?;
+        Ok(SourceText { path: path.to_owned(), text })
+    }
+
+    /// `path:line:column` of a byte offset.
+    pub fn locate(&self, offset: usize) -> String {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        format!("{}:{line}:{column}", self.path.display())
+    }
+
+    /// The line holding a byte offset, with a caret under the spot.
+    pub fn excerpt(&self, offset: usize) -> String {
+        let offset = offset.min(self.text.len());
+        let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let end = self.text[offset..].find('\n').map(|i| offset + i).unwrap_or(self.text.len());
+        let line = &self.text[start..end];
+        format!("  | {line}\n  | {}^", " ".repeat(self.text[start..offset].chars().count()))
+    }
+}
+
+/// Parses a product file's TOML into a [`ProductFile`]; syntax and shape errors carry their place.
+pub fn parse(source: &SourceText) -> anyhow::Result<ProductFile> {
+    toml::from_str(&source.text).map_err(|e| {
+        let place = e.span().map(|s| source.locate(s.start)).unwrap_or_else(|| source.path.display().to_string());
+        let excerpt = e.span().map(|s| format!("\n{}", source.excerpt(s.start))).unwrap_or_default();
+        anyhow::anyhow!("{place}: {}{excerpt}", e.message().trim_end())
+    })
+}

@@ -1,0 +1,89 @@
+//! Calendar arithmetic for Debezium's date and time encodings: days, micros since midnight and
+//! micros since the epoch, to and from ISO-8601 text (always UTC, `Z`).
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
+
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+pub fn format_date(days: i32) -> String {
+    match NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE) {
+        Some(d) => d.format("%Y-%m-%d").to_string(),
+        None => days.to_string(),
+    }
+}
+
+pub fn format_time(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if frac == 0 {
+        format!("{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}.{frac:06}")
+    }
+}
+
+/// RFC 3339 in UTC with as many fraction digits as needed: 0, 3 or 6.
+pub fn format_timestamp(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    match DateTime::from_timestamp(secs, frac * 1000) {
+        Some(t) => {
+            let t = t.naive_utc();
+            if frac == 0 {
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            } else if frac % 1000 == 0 {
+                t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            } else {
+                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            }
+        }
+        None => micros.to_string(),
+    }
+}
+
+pub fn parse_date(text: &str) -> Option<i32> {
+    let d = NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()?;
+    Some(d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days() as i32)
+}
+
+pub fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim_end_matches('Z');
+    let t = NaiveTime::parse_from_str(text, "%H:%M:%S%.f").ok()?;
+    Some(t.num_seconds_from_midnight() as i64 * 1_000_000 + (t.nanosecond() / 1000) as i64)
+}
+
+/// Parses RFC 3339 (with offset or `Z`), or a naive `YYYY-MM-DD[T ]HH:MM:SS[.f]` taken as UTC.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_micros());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, fmt) {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        assert_eq!(format_date(0), "1970-01-01");
+        assert_eq!(format_date(19_219), "2022-08-15");
+        assert_eq!(parse_date("2022-08-15"), Some(19_219));
+        assert_eq!(format_time(3_723_000_000), "01:02:03");
+        assert_eq!(parse_time("01:02:03.5"), Some(3_723_500_000));
+        assert_eq!(format_timestamp(1_660_553_637_000_000), "2022-08-15T08:53:57Z");
+        assert_eq!(format_timestamp(1_660_553_637_123_000), "2022-08-15T08:53:57.123Z");
+        assert_eq!(
+            parse_timestamp("2022-08-15T08:53:57+04:30"),
+            Some(1_660_553_637_000_000 - 16_200_000_000)
+        );
+        assert_eq!(parse_timestamp("2022-08-15 08:53:57"), Some(1_660_553_637_000_000));
+        assert_eq!(parse_timestamp("nope"), None);
+    }
+}

@@ -1,0 +1,289 @@
+//! The values that flow through a dataflow: scalars decoded from source columns, rows, and the
+//! positional documents built from them, with a total order (for deterministic nested lists) and a
+//! stable JSON rendering (equal documents are equal bytes).
+//!
+//! Strings, rows and documents are reference counted, so a join hop or a nesting step clones a
+//! pointer, never the data.
+
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A row or a key: column values in the order the plan fixes for that collection.
+pub type Row = Arc<[Value]>;
+
+/// Builds a [`Row`] from values.
+pub fn row<I: IntoIterator<Item = Value>>(values: I) -> Row {
+    values.into_iter().collect::<Vec<_>>().into()
+}
+
+/// One value. `Doc` is an object or a list; which one and its field names come from a [`Shape`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(F64),
+    Decimal(Decimal),
+    Str(Arc<str>),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since midnight.
+    Time(i64),
+    /// Microseconds since 1970-01-01T00:00:00Z.
+    Timestamp(i64),
+    /// An arbitrary JSON value kept as its canonical text (declared type `json`).
+    Json(Arc<str>),
+    /// An object (positional fields) or a list, as its [`Shape`] says.
+    Doc(Arc<[Value]>),
+}
+
+impl Value {
+    pub fn str(s: &str) -> Value {
+        Value::Str(Arc::from(s))
+    }
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
+/// An `f64` with a total order (`f64::total_cmp`) so it can be a key.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct F64(pub f64);
+
+impl PartialEq for F64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for F64 {}
+impl PartialOrd for F64 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for F64 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl std::hash::Hash for F64 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// An exact decimal: `unscaled * 10^-scale`, normalised (no trailing zeros in the fraction) so
+/// that equal numbers are equal values whatever scale they arrived with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Decimal {
+    pub unscaled: i128,
+    pub scale: u32,
+}
+
+impl Decimal {
+    pub fn new(mut unscaled: i128, mut scale: u32) -> Decimal {
+        while scale > 0 && unscaled % 10 == 0 {
+            unscaled /= 10;
+            scale -= 1;
+        }
+        Decimal { unscaled, scale }
+    }
+
+    /// Parses decimal text such as `-12.3400` or `1e3`-free plain notation.
+    pub fn parse(text: &str) -> Option<Decimal> {
+        let text = text.trim();
+        let (neg, digits) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text.strip_prefix('+').unwrap_or(text)),
+        };
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let mut unscaled: i128 = 0;
+        for b in int.bytes().chain(frac.bytes()) {
+            unscaled = unscaled.checked_mul(10)?.checked_add((b - b'0') as i128)?;
+        }
+        Some(Decimal::new(if neg { -unscaled } else { unscaled }, frac.len() as u32))
+    }
+
+    /// From an `f64` (Debezium's `decimal.handling.mode=double`), via its shortest exact text.
+    pub fn from_f64(value: f64) -> Option<Decimal> {
+        if !value.is_finite() {
+            return None;
+        }
+        let text = format!("{value}");
+        if text.contains('e') || text.contains('E') {
+            return Decimal::parse(&format!("{value:.12}"));
+        }
+        Decimal::parse(&text)
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let neg = self.unscaled < 0;
+        let digits = self.unscaled.unsigned_abs().to_string();
+        let scale = self.scale as usize;
+        if neg {
+            f.write_char('-')?;
+        }
+        if scale == 0 {
+            return f.write_str(&digits);
+        }
+        if digits.len() <= scale {
+            write!(f, "0.{}{}", "0".repeat(scale - digits.len()), digits)
+        } else {
+            let (i, d) = digits.split_at(digits.len() - scale);
+            write!(f, "{i}.{d}")
+        }
+    }
+}
+
+impl PartialOrd for Decimal {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Decimal {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Compare a * 10^(sb - sa) with b, exactly when it fits, else by the text's value.
+        let (a, b) = (self, other);
+        let rescale = |v: i128, by: u32| 10i128.checked_pow(by).and_then(|p| v.checked_mul(p));
+        let exact = if a.scale >= b.scale {
+            rescale(b.unscaled, a.scale - b.scale).map(|bb| a.unscaled.cmp(&bb))
+        } else {
+            rescale(a.unscaled, b.scale - a.scale).map(|aa| aa.cmp(&b.unscaled))
+        };
+        exact.unwrap_or_else(|| {
+            let fa: f64 = a.to_string().parse().unwrap_or(0.0);
+            let fb: f64 = b.to_string().parse().unwrap_or(0.0);
+            fa.total_cmp(&fb)
+        })
+    }
+}
+
+/// How a [`Value`] renders as JSON: a scalar, an object with named fields, or a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Scalar,
+    Object(Vec<(Arc<str>, Shape)>),
+    List(Box<Shape>),
+}
+
+/// Renders `value` as compact JSON into `out`, field names and order from `shape`.
+pub fn write_json(value: &Value, shape: &Shape, out: &mut String) {
+    match (value, shape) {
+        (Value::Doc(items), Shape::Object(fields)) => {
+            out.push('{');
+            for (i, ((name, field_shape), item)) in fields.iter().zip(items.iter()).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(name, out);
+                out.push(':');
+                write_json(item, field_shape, out);
+            }
+            out.push('}');
+        }
+        (Value::Doc(items), Shape::List(item_shape)) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(item, item_shape, out);
+            }
+            out.push(']');
+        }
+        (scalar, _) => write_scalar(scalar, out),
+    }
+}
+
+/// Renders one scalar as JSON (documents rendered without a shape become lists).
+pub fn write_scalar(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(F64(f)) => {
+            if f.is_finite() {
+                // serde_json prints the shortest text that round-trips.
+                out.push_str(&serde_json::to_string(f).unwrap_or_else(|_| "null".into()));
+            } else {
+                out.push_str("null");
+            }
+        }
+        Value::Decimal(d) => {
+            let _ = write!(out, "{d}");
+        }
+        Value::Str(s) => write_str(s, out),
+        Value::Date(days) => write_str(&crate::temporal::format_date(*days), out),
+        Value::Time(micros) => write_str(&crate::temporal::format_time(*micros), out),
+        Value::Timestamp(micros) => write_str(&crate::temporal::format_timestamp(*micros), out),
+        Value::Json(text) => out.push_str(text),
+        Value::Doc(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_scalar(item, out);
+            }
+            out.push(']');
+        }
+    }
+}
+
+fn write_str(s: &str, out: &mut String) {
+    out.push_str(&serde_json::to_string(s).expect("strings always serialize"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_normalise_and_order_numerically() {
+        let a = Decimal::parse("200000.0000").unwrap();
+        assert_eq!(a, Decimal::new(2_000_000_000, 4));
+        assert_eq!(a.to_string(), "200000");
+        assert_eq!(Decimal::parse("-0.050").unwrap().to_string(), "-0.05");
+        assert!(Decimal::parse("1.5").unwrap() > Decimal::parse("1.25").unwrap());
+        assert!(Decimal::parse("-3").unwrap() < Decimal::parse("0.001").unwrap());
+        assert_eq!(Decimal::from_f64(12.5).unwrap().to_string(), "12.5");
+        assert!(Decimal::parse("1.2.3").is_none());
+        assert!(Decimal::parse("abc").is_none());
+    }
+
+    #[test]
+    fn json_follows_the_shape() {
+        let shape = Shape::Object(vec![
+            ("name".into(), Shape::Scalar),
+            ("tags".into(), Shape::List(Box::new(Shape::Scalar))),
+            (
+                "owner".into(),
+                Shape::Object(vec![("id".into(), Shape::Scalar)]),
+            ),
+        ]);
+        let doc = Value::Doc(
+            vec![
+                Value::str("a\"b"),
+                Value::Doc(vec![Value::Int(1), Value::Float(F64(0.5))].into()),
+                Value::Null,
+            ]
+            .into(),
+        );
+        let mut out = String::new();
+        write_json(&doc, &shape, &mut out);
+        assert_eq!(out, r#"{"name":"a\"b","tags":[1,0.5],"owner":null}"#);
+    }
+}

@@ -1,0 +1,2 @@
+//! Verification (being written).
+pub mod reference;
