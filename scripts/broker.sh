@@ -36,6 +36,10 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 start() {
   local storage=${1:-memory}
   install
+  mkdir -p "$STATE"
+  # One starter at a time (tests in parallel processes all ask for the broker).
+  exec 9>"$STATE/start.lock"
+  flock 9
   if port_open; then log "a broker already listens on 127.0.0.1:$PORT"; echo "127.0.0.1:$PORT"; return 0; fi
   mkdir -p "$STATE"
   local engine_args=()

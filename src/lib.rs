@@ -3,9 +3,13 @@
 
 pub mod dataflow;
 pub mod decode;
+pub mod demo;
+pub mod explain;
+pub mod gen;
+pub mod job;
+pub mod kafka;
 pub mod plan;
 pub mod spec;
 pub mod temporal;
 pub mod value;
-pub mod gen;
 pub mod verify;

@@ -1,1 +1,293 @@
-fn main() {}
+//! The `denorm` command line: run products, try the demo, check and explain product files,
+//! generate test data and verify output topics.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use denorm::job::{self, ErrorPolicy, JobOptions};
+use denorm::kafka::client::KafkaOptions;
+use denorm::plan;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Turns Debezium change topics into denormalized, nested JSON documents, continuously.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log filter (e.g. info, denorm=debug); also RUST_LOG.
+    #[arg(long, global = true, env = "DENORM_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "DENORM_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run data products (files or folders of *.toml) against Kafka, until stopped.
+    Run(RunArgs),
+    /// Run the GitHub UserProfile product on an embedded broker with generated data.
+    Demo(DemoArgs),
+    /// Check product files and report every mistake with its line.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the plan: sources, shared arrangements, nesting tree and outputs.
+    Explain {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write generated Debezium topics for a product's sources.
+    Gen(GenArgs),
+    /// Replay the input topics, compute the expected documents independently and compare them
+    /// with the output topic. Exits 0 only on a full match.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct KafkaArgs {
+    /// Bootstrap brokers, host:port[,host:port].
+    #[arg(long, env = "DENORM_BROKERS", default_value = "127.0.0.1:19092")]
+    brokers: String,
+    /// librdkafka setting key=value (repeatable), e.g. -X security.protocol=SASL_SSL.
+    /// DENORM_KAFKA_<NAME> environment variables are settings too (sasl.password from
+    /// DENORM_KAFKA_SASL_PASSWORD); secrets are never logged.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// fetch.wait.max.ms: lower means lower latency.
+    #[arg(long, env = "DENORM_FETCH_WAIT_MS", default_value_t = 10)]
+    fetch_wait_ms: u32,
+}
+
+impl KafkaArgs {
+    fn options(&self) -> anyhow::Result<KafkaOptions> {
+        let mut options = KafkaOptions::new(&self.brokers);
+        options.properties = KafkaOptions::parse_properties(&self.settings)?;
+        options.fetch_wait_ms = self.fetch_wait_ms;
+        Ok(options.with_environment())
+    }
+}
+
+#[derive(Args)]
+#[command(disable_help_flag = true)]
+struct RunArgs {
+    /// Product files, or folders of them.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Exit once all sources are read to the end they had at start and the output is written.
+    #[arg(long)]
+    exit_when_caught_up: bool,
+    /// What to do with a record that cannot be decoded.
+    #[arg(long, value_enum, env = "DENORM_ON_ERROR", default_value = "fail")]
+    on_error: ErrorPolicy,
+    /// Records read per source per step.
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    /// Timely: worker threads per process.
+    #[arg(short = 'w', long, default_value_t = 1)]
+    workers: usize,
+    /// Timely: number of processes.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    processes: usize,
+    /// Timely: index of this process (0..n).
+    #[arg(short = 'p', long, default_value_t = 0)]
+    process: usize,
+    /// Timely: file with one host:port per process.
+    #[arg(short = 'h', long)]
+    hostfile: Option<PathBuf>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+impl RunArgs {
+    fn timely(&self) -> anyhow::Result<timely::Config> {
+        let mut args = vec![
+            "-w".to_string(),
+            self.workers.to_string(),
+            "-n".into(),
+            self.processes.to_string(),
+            "-p".into(),
+            self.process.to_string(),
+        ];
+        if let Some(h) = &self.hostfile {
+            args.push("-h".into());
+            args.push(h.display().to_string());
+        }
+        timely::Config::from_args(args.into_iter())
+            .map_err(|e| anyhow::anyhow!("bad timely settings: {e}"))
+    }
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// The product file whose sources to generate.
+    file: PathBuf,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Rows of the root source (others scale with it).
+    #[arg(long, default_value_t = 1000)]
+    scale: usize,
+    /// Change events after the snapshot.
+    #[arg(long, default_value_t = 1000)]
+    changes: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Partitions of each topic created.
+    #[arg(long, default_value_t = 2)]
+    partitions: i32,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// How long to stream changes after the snapshot.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Users in the generated snapshot.
+    #[arg(long, default_value_t = 40)]
+    scale: usize,
+    /// Worker threads.
+    #[arg(short = 'w', long, default_value_t = 2)]
+    workers: usize,
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(args) => run(args),
+        Command::Demo(args) => {
+            denorm::demo::run(args.seconds, args.scale, args.workers).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Check { files } => {
+            let plan = plan::load_all(&files)?;
+            for p in &plan.products {
+                println!("ok: {} ({}) → {}", p.name, p.file, p.output_topic);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain { files } => {
+            print!("{}", denorm::explain::explain(&plan::load_all(&files)?));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen(args) => generate(args),
+        Command::Verify { files, kafka } => {
+            let plan = plan::load_all(&files)?;
+            let (results, records, errors) = denorm::verify::verify(&kafka.options()?, &plan)?;
+            println!(
+                "replayed {records} input records ({} undecodable)",
+                errors.len()
+            );
+            for e in errors.iter().take(5) {
+                println!("  undecodable: {e}");
+            }
+            for r in &results {
+                print!("{r}");
+            }
+            Ok(if results.iter().all(|r| r.ok()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let plan = plan::load_all(&args.files)?;
+    let kafka = args.kafka.options()?;
+    tracing::info!(brokers = %kafka.brokers, settings = ?kafka.redacted(), products = plan.products.len(), sources = plan.sources.len(), "starting");
+    let mut options = JobOptions::new(plan, kafka);
+    options.exit_when_caught_up = args.exit_when_caught_up;
+    options.on_error = args.on_error;
+    options.batch_size = args.batch_size;
+    let stop = options.stop.clone();
+    ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting now");
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C/SIGTERM handler")?;
+    let report = job::run(options, args.timely()?)?;
+    tracing::info!(
+        records_read = report.records_read(),
+        documents_written = report.documents_written(),
+        decode_errors = report.decode_errors(),
+        caught_up_seconds = report.caught_up_after().map(|d| d.as_secs_f64()),
+        seconds = report.elapsed.as_secs_f64(),
+        "stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
+    let plan = plan::load(&args.file)?;
+    let kafka = args.kafka.options()?;
+    let topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
+    denorm::kafka::admin::ensure_topics(&kafka, &topics, args.partitions)?;
+    let mut producer = denorm::kafka::admin::RecordProducer::new(&kafka)?;
+    let options = denorm::gen::GenOptions {
+        scale: args.scale,
+        changes: args.changes,
+        seed: args.seed,
+    };
+    let started = std::time::Instant::now();
+    let summary = denorm::gen::generate(&plan, &options, |r| {
+        producer.send(
+            &plan.sources[r.source].topic,
+            r.key.as_deref(),
+            r.value.as_deref(),
+        )
+    })?;
+    producer.flush()?;
+    println!(
+        "generated {} records in {:.1}s: {}",
+        summary.records,
+        started.elapsed().as_secs_f64(),
+        plan.sources
+            .iter()
+            .zip(&summary.per_source)
+            .map(|(s, n)| format!("{} {n}", s.topic))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}

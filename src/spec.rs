@@ -48,14 +48,68 @@ pub struct NodeSpec {
 }
 
 /// A field of an object: a column, kept under its own name or renamed.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum FieldSpec {
     Column(Spanned<String>),
     Renamed {
         name: Spanned<String>,
         column: Spanned<String>,
     },
+}
+
+// Not `#[serde(untagged)]`: serde buffers untagged content, which loses toml's spans (every
+// `Spanned` inside fails to deserialize). The visitor reads the string or table directly.
+impl<'de> Deserialize<'de> for FieldSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        enum Raw {
+            Column(String),
+            Renamed {
+                name: Spanned<String>,
+                column: Spanned<String>,
+            },
+        }
+        struct RawVisitor;
+        impl<'de> Visitor<'de> for RawVisitor {
+            type Value = Raw;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a column name or { name = \"...\", column = \"...\" }")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Raw, E> {
+                Ok(Raw::Column(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
+                let (mut name, mut column) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "name" if name.is_none() => name = Some(map.next_value()?),
+                        "column" if column.is_none() => column = Some(map.next_value()?),
+                        "name" | "column" => {
+                            return Err(A::Error::custom(format!("duplicate key `{key}`")))
+                        }
+                        other => return Err(A::Error::unknown_field(other, &["name", "column"])),
+                    }
+                }
+                Ok(Raw::Renamed {
+                    name: name.ok_or_else(|| A::Error::missing_field("name"))?,
+                    column: column.ok_or_else(|| A::Error::missing_field("column"))?,
+                })
+            }
+        }
+        struct RawField(Raw);
+        impl<'de> Deserialize<'de> for RawField {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_any(RawVisitor).map(RawField)
+            }
+        }
+        // The outer `Spanned` gives the place of a bare column name.
+        let spanned = Spanned::<RawField>::deserialize(deserializer)?;
+        let span = spanned.span();
+        Ok(match spanned.into_inner().0 {
+            Raw::Column(column) => FieldSpec::Column(Spanned::new(span, column)),
+            Raw::Renamed { name, column } => FieldSpec::Renamed { name, column },
+        })
+    }
 }
 
 impl FieldSpec {
@@ -123,7 +177,10 @@ impl SourceText {
     pub fn read(path: &Path) -> anyhow::Result<SourceText> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read product file {}: {e}", path.display()))?;
-        Ok(SourceText { path: path.to_owned(), text })
+        Ok(SourceText {
+            path: path.to_owned(),
+            text,
+        })
     }
 
     /// `path:line:column` of a byte offset.
@@ -131,7 +188,11 @@ impl SourceText {
         let offset = offset.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        // In characters, as editors count them (and as `excerpt` places its caret).
+        let column = before[before.rfind('\n').map(|i| i + 1).unwrap_or(0)..]
+            .chars()
+            .count()
+            + 1;
         format!("{}:{line}:{column}", self.path.display())
     }
 
@@ -139,17 +200,29 @@ impl SourceText {
     pub fn excerpt(&self, offset: usize) -> String {
         let offset = offset.min(self.text.len());
         let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let end = self.text[offset..].find('\n').map(|i| offset + i).unwrap_or(self.text.len());
+        let end = self.text[offset..]
+            .find('\n')
+            .map(|i| offset + i)
+            .unwrap_or(self.text.len());
         let line = &self.text[start..end];
-        format!("  | {line}\n  | {}^", " ".repeat(self.text[start..offset].chars().count()))
+        format!(
+            "  | {line}\n  | {}^",
+            " ".repeat(self.text[start..offset].chars().count())
+        )
     }
 }
 
 /// Parses a product file's TOML into a [`ProductFile`]; syntax and shape errors carry their place.
 pub fn parse(source: &SourceText) -> anyhow::Result<ProductFile> {
     toml::from_str(&source.text).map_err(|e| {
-        let place = e.span().map(|s| source.locate(s.start)).unwrap_or_else(|| source.path.display().to_string());
-        let excerpt = e.span().map(|s| format!("\n{}", source.excerpt(s.start))).unwrap_or_default();
+        let place = e
+            .span()
+            .map(|s| source.locate(s.start))
+            .unwrap_or_else(|| source.path.display().to_string());
+        let excerpt = e
+            .span()
+            .map(|s| format!("\n{}", source.excerpt(s.start)))
+            .unwrap_or_default();
         anyhow::anyhow!("{place}: {}{excerpt}", e.message().trim_end())
     })
 }

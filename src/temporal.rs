@@ -32,7 +32,7 @@ pub fn format_timestamp(micros: i64) -> String {
             let t = t.naive_utc();
             if frac == 0 {
                 t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-            } else if frac % 1000 == 0 {
+            } else if frac.is_multiple_of(1000) {
                 t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
             } else {
                 t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -44,7 +44,10 @@ pub fn format_timestamp(micros: i64) -> String {
 
 pub fn parse_date(text: &str) -> Option<i32> {
     let d = NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()?;
-    Some(d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days() as i32)
+    Some(
+        d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1)?)
+            .num_days() as i32,
+    )
 }
 
 pub fn parse_time(text: &str) -> Option<i64> {
@@ -77,13 +80,22 @@ mod tests {
         assert_eq!(parse_date("2022-08-15"), Some(19_219));
         assert_eq!(format_time(3_723_000_000), "01:02:03");
         assert_eq!(parse_time("01:02:03.5"), Some(3_723_500_000));
-        assert_eq!(format_timestamp(1_660_553_637_000_000), "2022-08-15T08:53:57Z");
-        assert_eq!(format_timestamp(1_660_553_637_123_000), "2022-08-15T08:53:57.123Z");
+        assert_eq!(
+            format_timestamp(1_660_553_637_000_000),
+            "2022-08-15T08:53:57Z"
+        );
+        assert_eq!(
+            format_timestamp(1_660_553_637_123_000),
+            "2022-08-15T08:53:57.123Z"
+        );
         assert_eq!(
             parse_timestamp("2022-08-15T08:53:57+04:30"),
             Some(1_660_553_637_000_000 - 16_200_000_000)
         );
-        assert_eq!(parse_timestamp("2022-08-15 08:53:57"), Some(1_660_553_637_000_000));
+        assert_eq!(
+            parse_timestamp("2022-08-15 08:53:57"),
+            Some(1_660_553_637_000_000)
+        );
         assert_eq!(parse_timestamp("nope"), None);
     }
 }

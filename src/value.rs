@@ -110,7 +110,10 @@ impl Decimal {
         for b in int.bytes().chain(frac.bytes()) {
             unscaled = unscaled.checked_mul(10)?.checked_add((b - b'0') as i128)?;
         }
-        Some(Decimal::new(if neg { -unscaled } else { unscaled }, frac.len() as u32))
+        Some(Decimal::new(
+            if neg { -unscaled } else { unscaled },
+            frac.len() as u32,
+        ))
     }
 
     /// From an `f64` (Debezium's `decimal.handling.mode=double`), via its shortest exact text.

@@ -33,7 +33,12 @@ pub struct Handles {
 }
 
 /// Builds the dataflow for `plan` in `scope`; `writer(i)` gives the writer of product `i`.
-pub fn build(scope: Scope<'_, Time>, plan: &Plan, mut writer: impl FnMut(usize) -> SharedWriter, failure: Failure) -> Handles {
+pub fn build(
+    scope: Scope<'_, Time>,
+    plan: &Plan,
+    mut writer: impl FnMut(usize) -> SharedWriter,
+    failure: Failure,
+) -> Handles {
     let mut inputs = Vec::new();
     let mut collections = Vec::new();
     for source in &plan.sources {
@@ -42,13 +47,32 @@ pub fn build(scope: Scope<'_, Time>, plan: &Plan, mut writer: impl FnMut(usize) 
         collections.push(upsert::upsert(events, &source.name).as_collection());
         inputs.push(input);
     }
-    let mut renderer = Renderer::new(collections, plan.sources.iter().map(|s| s.name.clone()).collect());
+    let mut renderer = Renderer::new(
+        collections,
+        plan.sources.iter().map(|s| s.name.clone()).collect(),
+    );
     let probe = ProbeHandle::new();
     for (i, product) in plan.products.iter().enumerate() {
         let docs = renderer.render(&product.root);
         let source = &plan.sources[product.root.source];
-        let key_names = source.key.iter().map(|&k| source.columns[k].name.clone()).collect();
-        sink::sink(docs, &product.name, key_names, product.shape(), writer(i), failure.clone()).probe_with(&probe);
+        let key_names = source
+            .key
+            .iter()
+            .map(|&k| source.columns[k].name.clone())
+            .collect();
+        sink::sink(
+            docs,
+            &product.name,
+            key_names,
+            product.shape(),
+            writer(i),
+            failure.clone(),
+        )
+        .probe_with(&probe);
     }
-    Handles { inputs, probe, arrangements: renderer.arrangements() }
+    Handles {
+        inputs,
+        probe,
+        arrangements: renderer.arrangements(),
+    }
 }

@@ -48,7 +48,9 @@ pub fn build_item(node: &Node, row: &Row, children: &[Option<Value>]) -> Option<
                 .iter()
                 .map(|field| match field {
                     OutField::Column { column, .. } => row[*column].clone(),
-                    OutField::Child { child, .. } => children[*child].clone().unwrap_or_else(|| empty_slot(&node.children[*child])),
+                    OutField::Child { child, .. } => children[*child]
+                        .clone()
+                        .unwrap_or_else(|| empty_slot(&node.children[*child])),
                 })
                 .collect::<Vec<_>>()
                 .into(),
@@ -99,7 +101,11 @@ pub struct Renderer<'s> {
 
 impl<'s> Renderer<'s> {
     pub fn new(sources: Vec<Rows<'s>>, source_names: Vec<String>) -> Self {
-        Renderer { sources, keyed: HashMap::new(), source_names }
+        Renderer {
+            sources,
+            keyed: HashMap::new(),
+            source_names,
+        }
     }
 
     /// The rows of `source` arranged by `columns` (value: primary key), built once and shared.
@@ -110,7 +116,8 @@ impl<'s> Renderer<'s> {
             .entry((source, columns.to_vec()))
             .or_insert_with(|| {
                 let columns = columns.to_vec();
-                rows.flat_map(move |(pk, row)| link_key(&row, &columns).map(|k| (k, pk))).arrange_by_key_named(&format!("Keyed({name})"))
+                rows.flat_map(move |(pk, row)| link_key(&row, &columns).map(|k| (k, pk)))
+                    .arrange_by_key_named(&format!("Keyed({name})"))
             })
             .clone()
     }
@@ -142,36 +149,46 @@ impl<'s> Renderer<'s> {
             let items = self.render(child);
             let relation = child.clone();
             let values = items
-                .reduce_named(&format!("Nest({})", child.path), move |_key, input, output| output.push((aggregate(&relation, input), 1)))
+                .reduce_named(
+                    &format!("Nest({})", child.path),
+                    move |_key, input, output| output.push((aggregate(&relation, input), 1)),
+                )
                 .arrange_by_key_named(&format!("Nested({})", child.path));
             let link = child.link.as_ref().expect("children have links");
             let parents = self.keyed(node.source, &link.parent_columns);
             let index = i as u32;
-            parts.push(parents.join_core(values, move |_key, pk: &Row, value: &Value| Some((pk.clone(), Part::Child(index, value.clone())))));
+            parts.push(
+                parents.join_core(values, move |_key, pk: &Row, value: &Value| {
+                    Some((pk.clone(), Part::Child(index, value.clone())))
+                }),
+            );
         }
         let built = node.clone();
         differential_dataflow::collection::concatenate(scope, parts)
-            .reduce_named(&format!("Build({})", node.path), move |pk, input, output| {
-                let mut row = None;
-                let mut children: Vec<Option<Value>> = vec![None; built.children.len()];
-                for (part, count) in input {
-                    if *count <= 0 {
-                        continue;
+            .reduce_named(
+                &format!("Build({})", node.path),
+                move |pk, input, output| {
+                    let mut row = None;
+                    let mut children: Vec<Option<Value>> = vec![None; built.children.len()];
+                    for (part, count) in input {
+                        if *count <= 0 {
+                            continue;
+                        }
+                        match part {
+                            Part::Row(r) => row = Some(r),
+                            Part::Child(i, v) => children[*i as usize] = Some(v.clone()),
+                        }
                     }
-                    match part {
-                        Part::Row(r) => row = Some(r),
-                        Part::Child(i, v) => children[*i as usize] = Some(v.clone()),
+                    let Some(row) = row else { return };
+                    let key = match &key_columns {
+                        Some(cols) => link_key(row, cols),
+                        None => Some(pk.clone()),
+                    };
+                    if let (Some(key), Some(item)) = (key, build_item(&built, row, &children)) {
+                        output.push(((key, item), 1));
                     }
-                }
-                let Some(row) = row else { return };
-                let key = match &key_columns {
-                    Some(cols) => link_key(row, cols),
-                    None => Some(pk.clone()),
-                };
-                if let (Some(key), Some(item)) = (key, build_item(&built, row, &children)) {
-                    output.push(((key, item), 1));
-                }
-            })
+                },
+            )
             .map(|(_pk, keyed_item)| keyed_item)
     }
 }

@@ -29,6 +29,11 @@ pub trait DocWriter {
     fn flush(&mut self) -> anyhow::Result<()>;
 }
 
+/// A keyed document with its multiplicity, waiting for its time to complete.
+type Pending = ((Row, Value), isize);
+/// A differential update of a keyed document.
+type ItemUpdate = ((Row, Value), Time, isize);
+
 pub type SharedWriter = Rc<RefCell<dyn DocWriter>>;
 /// The first error a worker met; the job loop stops on it.
 pub type Failure = Rc<RefCell<Option<anyhow::Error>>>;
@@ -50,56 +55,68 @@ pub fn render_key(key_names: &[String], key: &Row) -> String {
 
 /// Emits the changes of `docs` (root key → document) to `writer`, once per completed time.
 /// The returned stream carries nothing; probe it to know which times have been written.
-pub fn sink<'s>(docs: Items<'s>, name: &str, key_names: Vec<String>, shape: Shape, writer: SharedWriter, failure: Failure) -> Stream<'s, Time, Vec<()>> {
-    docs.inner.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Exchange::new(|((key, _), _, _): &((Row, Value), Time, isize)| key.hashed()), &format!("Sink({name})"), move |_cap, _info| {
-        let mut pending: BTreeMap<Time, Vec<((Row, Value), isize)>> = BTreeMap::new();
-        let mut ready: Vec<((Row, Value), isize)> = Vec::new();
-        let mut text = String::new();
-        move |(input, frontier), _output| {
-            input.for_each(|_cap, data| {
-                for (kv, time, diff) in data.drain(..) {
-                    pending.entry(time).or_default().push((kv, diff));
-                }
-            });
-            while let Some(entry) = pending.first_entry() {
-                if frontier.less_equal(entry.key()) {
-                    break;
-                }
-                ready.append(&mut entry.remove());
-            }
-            if ready.is_empty() {
-                return;
-            }
-            consolidate(&mut ready);
-            let mut writer = writer.borrow_mut();
-            let mut i = 0;
-            while i < ready.len() {
-                let key = ready[i].0 .0.clone();
-                let mut j = i;
-                let mut latest: Option<&Value> = None;
-                while j < ready.len() && ready[j].0 .0 == key {
-                    if ready[j].1 > 0 {
-                        latest = Some(&ready[j].0 .1);
+pub fn sink<'s>(
+    docs: Items<'s>,
+    name: &str,
+    key_names: Vec<String>,
+    shape: Shape,
+    writer: SharedWriter,
+    failure: Failure,
+) -> Stream<'s, Time, Vec<()>> {
+    docs.inner
+        .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|((key, _), _, _): &ItemUpdate| key.hashed()),
+            &format!("Sink({name})"),
+            move |_cap, _info| {
+                let mut pending: BTreeMap<Time, Vec<Pending>> = BTreeMap::new();
+                let mut ready: Vec<((Row, Value), isize)> = Vec::new();
+                let mut text = String::new();
+                move |(input, frontier), _output| {
+                    input.for_each(|_cap, data| {
+                        for (kv, time, diff) in data.drain(..) {
+                            pending.entry(time).or_default().push((kv, diff));
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        ready.append(&mut entry.remove());
                     }
-                    j += 1;
-                }
-                let key_text = render_key(&key_names, &key);
-                let result = match latest {
-                    Some(doc) => {
-                        text.clear();
-                        write_json(doc, &shape, &mut text);
-                        writer.write(&key_text, Some(&text))
+                    if ready.is_empty() {
+                        return;
                     }
-                    None => writer.write(&key_text, None),
-                };
-                if let Err(e) = result {
-                    failure.borrow_mut().get_or_insert(e);
+                    consolidate(&mut ready);
+                    let mut writer = writer.borrow_mut();
+                    let mut i = 0;
+                    while i < ready.len() {
+                        let key = ready[i].0 .0.clone();
+                        let mut j = i;
+                        let mut latest: Option<&Value> = None;
+                        while j < ready.len() && ready[j].0 .0 == key {
+                            if ready[j].1 > 0 {
+                                latest = Some(&ready[j].0 .1);
+                            }
+                            j += 1;
+                        }
+                        let key_text = render_key(&key_names, &key);
+                        let result = match latest {
+                            Some(doc) => {
+                                text.clear();
+                                write_json(doc, &shape, &mut text);
+                                writer.write(&key_text, Some(&text))
+                            }
+                            None => writer.write(&key_text, None),
+                        };
+                        if let Err(e) = result {
+                            failure.borrow_mut().get_or_insert(e);
+                        }
+                        i = j;
+                    }
+                    ready.clear();
                 }
-                i = j;
-            }
-            ready.clear();
-        }
-    })
+            },
+        )
 }
 
 /// A writer that keeps records in memory: for tests and the embedded evaluator.
@@ -110,7 +127,8 @@ pub struct VecWriter {
 
 impl DocWriter for VecWriter {
     fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
-        self.records.push((key.to_owned(), value.map(str::to_owned)));
+        self.records
+            .push((key.to_owned(), value.map(str::to_owned)));
         Ok(())
     }
     fn flush(&mut self) -> anyhow::Result<()> {

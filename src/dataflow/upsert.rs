@@ -29,6 +29,9 @@ pub enum SourceEvent {
     Truncate { worker: u64 },
 }
 
+/// A differential update of a `(key, row)` pair.
+pub type RowUpdate = ((Row, Row), Time, isize);
+
 /// Routes an event to the worker that owns its key (truncates to their addressee).
 pub fn route(event: &SourceEvent) -> u64 {
     match event {
@@ -38,52 +41,67 @@ pub fn route(event: &SourceEvent) -> u64 {
 }
 
 /// The collection of current `(key, row)` pairs defined by `events`.
-pub fn upsert<'s>(events: Stream<'s, Time, Vec<SourceEvent>>, name: &str) -> Stream<'s, Time, Vec<((Row, Row), Time, isize)>> {
-    events.unary_frontier(Exchange::new(route), &format!("Upsert({name})"), |_cap, _info| {
-        let mut state: HashMap<Row, Row> = HashMap::new();
-        let mut pending: BTreeMap<Time, (Capability<Time>, Vec<SourceEvent>)> = BTreeMap::new();
-        let mut updates = Vec::new();
-        move |(input, frontier), output| {
-            // `for_each` keeps each channel's FIFO order, which is offset order per key.
-            input.for_each(|cap, data| {
-                let Some(time) = cap.least().copied() else { return };
-                let entry = pending.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
-                entry.1.append(data);
-            });
-            while let Some(entry) = pending.first_entry() {
-                let time = *entry.key();
-                if frontier.less_equal(&time) {
-                    break;
-                }
-                let (cap, events) = entry.remove();
-                for event in events {
-                    match event {
-                        SourceEvent::Upsert { key, row: Some(row) } => match state.insert(key.clone(), row.clone()) {
-                            Some(old) if old == row => {}
-                            Some(old) => {
-                                updates.push(((key.clone(), old), time, -1));
-                                updates.push(((key, row), time, 1));
+pub fn upsert<'s>(
+    events: Stream<'s, Time, Vec<SourceEvent>>,
+    name: &str,
+) -> Stream<'s, Time, Vec<RowUpdate>> {
+    events.unary_frontier(
+        Exchange::new(route),
+        &format!("Upsert({name})"),
+        |_cap, _info| {
+            let mut state: HashMap<Row, Row> = HashMap::new();
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<SourceEvent>)> = BTreeMap::new();
+            let mut updates = Vec::new();
+            move |(input, frontier), output| {
+                // `for_each` keeps each channel's FIFO order, which is offset order per key.
+                input.for_each(|cap, data| {
+                    let Some(time) = cap.least().copied() else {
+                        return;
+                    };
+                    let entry = pending
+                        .entry(time)
+                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()));
+                    entry.1.append(data);
+                });
+                while let Some(entry) = pending.first_entry() {
+                    let time = *entry.key();
+                    if frontier.less_equal(&time) {
+                        break;
+                    }
+                    let (cap, events) = entry.remove();
+                    for event in events {
+                        match event {
+                            SourceEvent::Upsert {
+                                key,
+                                row: Some(row),
+                            } => match state.insert(key.clone(), row.clone()) {
+                                Some(old) if old == row => {}
+                                Some(old) => {
+                                    updates.push(((key.clone(), old), time, -1));
+                                    updates.push(((key, row), time, 1));
+                                }
+                                None => updates.push(((key, row), time, 1)),
+                            },
+                            SourceEvent::Upsert { key, row: None } => {
+                                if let Some(old) = state.remove(&key) {
+                                    updates.push(((key, old), time, -1));
+                                }
                             }
-                            None => updates.push(((key, row), time, 1)),
-                        },
-                        SourceEvent::Upsert { key, row: None } => {
-                            if let Some(old) = state.remove(&key) {
-                                updates.push(((key, old), time, -1));
+                            SourceEvent::Truncate { .. } => {
+                                updates
+                                    .extend(state.drain().map(|(key, old)| ((key, old), time, -1)));
                             }
-                        }
-                        SourceEvent::Truncate { .. } => {
-                            updates.extend(state.drain().map(|(key, old)| ((key, old), time, -1)));
                         }
                     }
-                }
-                consolidate_updates(&mut updates);
-                if !updates.is_empty() {
-                    output.session(&cap).give_iterator(updates.drain(..));
-                }
-                if state.capacity() > 4 * state.len() + 1024 {
-                    state.shrink_to_fit();
+                    consolidate_updates(&mut updates);
+                    if !updates.is_empty() {
+                        output.session(&cap).give_iterator(updates.drain(..));
+                    }
+                    if state.capacity() > 4 * state.len() + 1024 {
+                        state.shrink_to_fit();
+                    }
                 }
             }
-        }
-    })
+        },
+    )
 }

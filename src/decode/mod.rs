@@ -36,11 +36,15 @@ pub enum DecodeError {
     UnknownOp(String),
     #[error("op `{op}` without an `{field}` row")]
     MissingRow { op: String, field: &'static str },
-    #[error("no primary key: the record has no usable key and the row lacks primary key column `{0}`")]
+    #[error(
+        "no primary key: the record has no usable key and the row lacks primary key column `{0}`"
+    )]
     MissingKey(String),
     #[error("primary key column `{0}` is null")]
     NullKey(String),
-    #[error("the row lacks column `{0}` (was it dropped from the table? the product file uses it)")]
+    #[error(
+        "the row lacks column `{0}` (was it dropped from the table? the product file uses it)"
+    )]
     MissingColumn(String),
     #[error("column `{column}`: {problem}")]
     Column { column: String, problem: String },
@@ -70,20 +74,32 @@ fn unwrap_schema(json: Json) -> (Option<Json>, Json) {
 }
 
 /// Decodes one record of `source`. `None` value bytes (or empty) are a tombstone.
-pub fn decode(source: &SourcePlan, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Change, DecodeError> {
+pub fn decode(
+    source: &SourcePlan,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<Change, DecodeError> {
     let value = match value {
-        Some(bytes) if !bytes.is_empty() => {
-            serde_json::from_slice::<Json>(bytes).map_err(|e| DecodeError::ValueJson(e.to_string()))?
+        Some(bytes) if !bytes.is_empty() => serde_json::from_slice::<Json>(bytes)
+            .map_err(|e| DecodeError::ValueJson(e.to_string()))?,
+        _ => {
+            return Ok(Change::Delete {
+                key: message_key(source, key)?.ok_or_else(|| missing_key(source))?,
+            })
         }
-        _ => return Ok(Change::Delete { key: message_key(source, key)?.ok_or_else(|| missing_key(source))? }),
     };
     let (schema, payload) = unwrap_schema(value);
     let payload = match payload {
-        Json::Null => return Ok(Change::Delete { key: message_key(source, key)?.ok_or_else(|| missing_key(source))? }),
+        Json::Null => {
+            return Ok(Change::Delete {
+                key: message_key(source, key)?.ok_or_else(|| missing_key(source))?,
+            })
+        }
         Json::Object(map) => map,
         other => return Err(DecodeError::NotAnObject(json_kind(&other))),
     };
-    let is_envelope = payload.get("op").is_some_and(Json::is_string) && (payload.contains_key("after") || payload.contains_key("before"));
+    let is_envelope = payload.get("op").is_some_and(Json::is_string)
+        && (payload.contains_key("after") || payload.contains_key("before"));
     if is_envelope {
         decode_envelope(source, key, schema.as_ref(), payload)
     } else {
@@ -95,8 +111,17 @@ fn missing_key(source: &SourcePlan) -> DecodeError {
     DecodeError::MissingKey(source.columns[source.key[0]].name.clone())
 }
 
-fn decode_envelope(source: &SourcePlan, key: Option<&[u8]>, schema: Option<&Json>, mut payload: Map<String, Json>) -> Result<Change, DecodeError> {
-    let op = payload.get("op").and_then(Json::as_str).unwrap_or_default().to_owned();
+fn decode_envelope(
+    source: &SourcePlan,
+    key: Option<&[u8]>,
+    schema: Option<&Json>,
+    mut payload: Map<String, Json>,
+) -> Result<Change, DecodeError> {
+    let op = payload
+        .get("op")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_owned();
     match op.as_str() {
         "c" | "r" | "u" => {
             let schemas = FieldSchemas::of_envelope(schema, "after");
@@ -111,8 +136,12 @@ fn decode_envelope(source: &SourcePlan, key: Option<&[u8]>, schema: Option<&Json
             }
             let schemas = FieldSchemas::of_envelope(schema, "before");
             match payload.remove("before") {
-                Some(Json::Object(before)) => Ok(Change::Delete { key: row_key(source, &schemas, &before)? }),
-                _ => Err(DecodeError::MissingKey(source.columns[source.key[0]].name.clone())),
+                Some(Json::Object(before)) => Ok(Change::Delete {
+                    key: row_key(source, &schemas, &before)?,
+                }),
+                _ => Err(DecodeError::MissingKey(
+                    source.columns[source.key[0]].name.clone(),
+                )),
             }
         }
         "t" => Ok(Change::Truncate),
@@ -120,7 +149,12 @@ fn decode_envelope(source: &SourcePlan, key: Option<&[u8]>, schema: Option<&Json
     }
 }
 
-fn decode_flat(source: &SourcePlan, key: Option<&[u8]>, schema: Option<&Json>, payload: Map<String, Json>) -> Result<Change, DecodeError> {
+fn decode_flat(
+    source: &SourcePlan,
+    key: Option<&[u8]>,
+    schema: Option<&Json>,
+    payload: Map<String, Json>,
+) -> Result<Change, DecodeError> {
     let deleted = match payload.get("__deleted") {
         Some(Json::String(s)) => s == "true",
         Some(Json::Bool(b)) => *b,
@@ -131,7 +165,9 @@ fn decode_flat(source: &SourcePlan, key: Option<&[u8]>, schema: Option<&Json>, p
         if let Some(key) = message_key(source, key)? {
             return Ok(Change::Delete { key });
         }
-        return Ok(Change::Delete { key: row_key(source, &schemas, &payload)? });
+        return Ok(Change::Delete {
+            key: row_key(source, &schemas, &payload)?,
+        });
     }
     if let Some(op) = payload.get("__op").and_then(Json::as_str) {
         if op == "t" {
@@ -144,30 +180,63 @@ fn decode_flat(source: &SourcePlan, key: Option<&[u8]>, schema: Option<&Json>, p
     upsert(source, key, &schemas, &payload)
 }
 
-fn upsert(source: &SourcePlan, key: Option<&[u8]>, schemas: &FieldSchemas, row: &Map<String, Json>) -> Result<Change, DecodeError> {
+fn upsert(
+    source: &SourcePlan,
+    key: Option<&[u8]>,
+    schemas: &FieldSchemas,
+    row: &Map<String, Json>,
+) -> Result<Change, DecodeError> {
     let mut values = Vec::with_capacity(source.columns.len());
     for column in &source.columns {
-        let json = row.get(&column.name).ok_or_else(|| DecodeError::MissingColumn(column.name.clone()))?;
-        values.push(column::decode(json, column.ty, schemas.get(&column.name)).map_err(|problem| DecodeError::Column { column: column.name.clone(), problem })?);
+        let json = row
+            .get(&column.name)
+            .ok_or_else(|| DecodeError::MissingColumn(column.name.clone()))?;
+        values.push(
+            column::decode(json, column.ty, schemas.get(&column.name)).map_err(|problem| {
+                DecodeError::Column {
+                    column: column.name.clone(),
+                    problem,
+                }
+            })?,
+        );
     }
     let key_values: Vec<Value> = source.key.iter().map(|&i| values[i].clone()).collect();
     let key = match key_values.iter().position(Value::is_null) {
         None => Row::from(key_values),
         Some(i) => match message_key(source, key)? {
             Some(key) => key,
-            None => return Err(DecodeError::NullKey(source.columns[source.key[i]].name.clone())),
+            None => {
+                return Err(DecodeError::NullKey(
+                    source.columns[source.key[i]].name.clone(),
+                ))
+            }
         },
     };
-    Ok(Change::Upsert { key, row: values.into() })
+    Ok(Change::Upsert {
+        key,
+        row: values.into(),
+    })
 }
 
 /// The primary key from a row object (`before` of a delete, or a flattened row).
-fn row_key(source: &SourcePlan, schemas: &FieldSchemas, row: &Map<String, Json>) -> Result<Row, DecodeError> {
+fn row_key(
+    source: &SourcePlan,
+    schemas: &FieldSchemas,
+    row: &Map<String, Json>,
+) -> Result<Row, DecodeError> {
     let mut key = Vec::with_capacity(source.key.len());
     for &i in &source.key {
         let column = &source.columns[i];
-        let json = row.get(&column.name).ok_or_else(|| DecodeError::MissingKey(column.name.clone()))?;
-        let value = column::decode(json, column.ty, schemas.get(&column.name)).map_err(|problem| DecodeError::Column { column: column.name.clone(), problem })?;
+        let json = row
+            .get(&column.name)
+            .ok_or_else(|| DecodeError::MissingKey(column.name.clone()))?;
+        let value =
+            column::decode(json, column.ty, schemas.get(&column.name)).map_err(|problem| {
+                DecodeError::Column {
+                    column: column.name.clone(),
+                    problem,
+                }
+            })?;
         if value.is_null() {
             return Err(DecodeError::NullKey(column.name.clone()));
         }
@@ -179,13 +248,21 @@ fn row_key(source: &SourcePlan, schemas: &FieldSchemas, row: &Map<String, Json>)
 /// The primary key from the record key: a JSON object with the key columns (schema-wrapped or
 /// not), or a bare scalar for a one-column key. `None` when there is no usable key.
 pub fn message_key(source: &SourcePlan, key: Option<&[u8]>) -> Result<Option<Row>, DecodeError> {
-    let Some(bytes) = key.filter(|b| !b.is_empty()) else { return Ok(None) };
-    let Ok(json) = serde_json::from_slice::<Json>(bytes) else { return Ok(None) };
+    let Some(bytes) = key.filter(|b| !b.is_empty()) else {
+        return Ok(None);
+    };
+    let Ok(json) = serde_json::from_slice::<Json>(bytes) else {
+        return Ok(None);
+    };
     let (schema, payload) = unwrap_schema(json);
     match payload {
         Json::Object(map) => {
             let schemas = FieldSchemas::of_flat(schema.as_ref());
-            if source.key.iter().all(|&i| map.contains_key(&source.columns[i].name)) {
+            if source
+                .key
+                .iter()
+                .all(|&i| map.contains_key(&source.columns[i].name))
+            {
                 row_key(source, &schemas, &map).map(Some)
             } else {
                 Ok(None)
@@ -194,7 +271,14 @@ pub fn message_key(source: &SourcePlan, key: Option<&[u8]>) -> Result<Option<Row
         Json::Null => Ok(None),
         scalar if source.key.len() == 1 => {
             let column = &source.columns[source.key[0]];
-            let value = column::decode(&scalar, column.ty, None).map_err(|problem| DecodeError::Column { column: column.name.clone(), problem })?;
+            // A schema-wrapped scalar key (e.g. after ExtractField$Key) carries its own semantic type.
+            let field = schema.as_ref().map(column::FieldSchema::of);
+            let value = column::decode(&scalar, column.ty, field.as_ref()).map_err(|problem| {
+                DecodeError::Column {
+                    column: column.name.clone(),
+                    problem,
+                }
+            })?;
             Ok((!value.is_null()).then(|| Row::from(vec![value])))
         }
         _ => Ok(None),

@@ -22,11 +22,15 @@ pub enum ColumnType {
     Float,
     Bool,
     /// `decimal(S)` gives the scale of schema-less base64 (`precise`) encodings.
-    Decimal { scale: Option<u32> },
+    Decimal {
+        scale: Option<u32>,
+    },
     Date,
     Time,
     /// The unit of schema-less integer timestamps (a schema's semantic type overrides it).
-    Timestamp { unit: TimeUnit },
+    Timestamp {
+        unit: TimeUnit,
+    },
     Json,
 }
 
@@ -48,13 +52,21 @@ impl ColumnType {
             "decimal" => ColumnType::Decimal { scale: None },
             "date" => ColumnType::Date,
             "time" => ColumnType::Time,
-            "timestamp" | "timestamp(ms)" => ColumnType::Timestamp { unit: TimeUnit::Millis },
-            "timestamp(us)" => ColumnType::Timestamp { unit: TimeUnit::Micros },
-            "timestamp(ns)" => ColumnType::Timestamp { unit: TimeUnit::Nanos },
+            "timestamp" | "timestamp(ms)" => ColumnType::Timestamp {
+                unit: TimeUnit::Millis,
+            },
+            "timestamp(us)" => ColumnType::Timestamp {
+                unit: TimeUnit::Micros,
+            },
+            "timestamp(ns)" => ColumnType::Timestamp {
+                unit: TimeUnit::Nanos,
+            },
             "json" => ColumnType::Json,
             other => {
                 let scale = other.strip_prefix("decimal(")?.strip_suffix(')')?;
-                ColumnType::Decimal { scale: Some(scale.trim().parse().ok()?) }
+                ColumnType::Decimal {
+                    scale: Some(scale.trim().parse().ok()?),
+                }
             }
         })
     }
@@ -78,9 +90,15 @@ impl fmt::Display for ColumnType {
             ColumnType::Decimal { scale: Some(s) } => write!(f, "decimal({s})"),
             ColumnType::Date => write!(f, "date"),
             ColumnType::Time => write!(f, "time"),
-            ColumnType::Timestamp { unit: TimeUnit::Millis } => write!(f, "timestamp"),
-            ColumnType::Timestamp { unit: TimeUnit::Micros } => write!(f, "timestamp(us)"),
-            ColumnType::Timestamp { unit: TimeUnit::Nanos } => write!(f, "timestamp(ns)"),
+            ColumnType::Timestamp {
+                unit: TimeUnit::Millis,
+            } => write!(f, "timestamp"),
+            ColumnType::Timestamp {
+                unit: TimeUnit::Micros,
+            } => write!(f, "timestamp(us)"),
+            ColumnType::Timestamp {
+                unit: TimeUnit::Nanos,
+            } => write!(f, "timestamp(ns)"),
             ColumnType::Json => write!(f, "json"),
         }
     }
@@ -163,7 +181,9 @@ impl Node {
                     .iter()
                     .map(|f| match f {
                         OutField::Column { name, .. } => (name.clone(), Shape::Scalar),
-                        OutField::Child { name, child } => (name.clone(), self.children[*child].slot_shape()),
+                        OutField::Child { name, child } => {
+                            (name.clone(), self.children[*child].slot_shape())
+                        }
                     })
                     .collect(),
             ),
@@ -244,7 +264,10 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
         }
     }
     anyhow::ensure!(!files.is_empty(), "no product files (*.toml) in {paths:?}");
-    let mut plan = Plan { sources: Vec::new(), products: Vec::new() };
+    let mut plan = Plan {
+        sources: Vec::new(),
+        products: Vec::new(),
+    };
     for file in files {
         merge(&mut plan, load(&file)?)?;
     }
@@ -277,7 +300,10 @@ pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
     }
     for mut product in other.products {
         anyhow::ensure!(
-            !plan.products.iter().any(|p| p.name == product.name || p.output_topic == product.output_topic),
+            !plan
+                .products
+                .iter()
+                .any(|p| p.name == product.name || p.output_topic == product.output_topic),
             "product {} ({}) clashes with another product of the same name or output topic",
             product.name,
             product.file
@@ -299,13 +325,22 @@ struct Lowering<'a> {
 }
 
 impl<'a> Lowering<'a> {
-    fn error<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>, hint: impl Into<String>) -> Result<T, SpecError> {
+    fn error<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Result<T, SpecError> {
         let hint = hint.into();
         Err(SpecError {
             place: self.text.locate(span.start),
             message: message.into(),
             excerpt: self.text.excerpt(span.start),
-            hint: if hint.is_empty() { hint } else { format!("\n  = help: {hint}") },
+            hint: if hint.is_empty() {
+                hint
+            } else {
+                format!("\n  = help: {hint}")
+            },
         })
     }
 
@@ -315,7 +350,15 @@ impl<'a> Lowering<'a> {
             None => self.error(
                 name.span(),
                 format!("unknown source `{}`", name.get_ref()),
-                format!("declared sources: {}", self.file.sources.keys().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "declared sources: {}",
+                    self.file
+                        .sources
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ),
         }
     }
@@ -343,45 +386,88 @@ impl<'a> Lowering<'a> {
             let mut columns = Vec::new();
             for (col, ty) in spec.columns.get_ref() {
                 match ColumnType::parse(ty.get_ref()) {
-                    Some(t) => columns.push(Column { name: col.clone(), ty: t }),
-                    None => {
-                        return self.error(ty.span(), format!("unknown column type `{}` for `{name}.{col}`", ty.get_ref()), format!("types are: {TYPE_NAMES}"))
-                    }
-                }
-            }
-            if columns.is_empty() {
-                return self.error(spec.columns.span(), format!("source `{name}` declares no columns"), "list the columns the product uses with their types");
-            }
-            if !topics.insert(spec.topic.get_ref().clone()) {
-                return self.error(spec.topic.span(), format!("topic `{}` is used by two sources", spec.topic.get_ref()), "");
-            }
-            let mut key = Vec::new();
-            for k in spec.primary_key.get_ref() {
-                match columns.iter().position(|c| &c.name == k.get_ref()) {
-                    Some(i) if key.contains(&i) => return self.error(k.span(), format!("`{}` appears twice in the primary key", k.get_ref()), ""),
-                    Some(i) => key.push(i),
+                    Some(t) => columns.push(Column {
+                        name: col.clone(),
+                        ty: t,
+                    }),
                     None => {
                         return self.error(
-                            k.span(),
-                            format!("primary key column `{}` is not a declared column of source `{name}`", k.get_ref()),
-                            "declare it under columns",
+                            ty.span(),
+                            format!("unknown column type `{}` for `{name}.{col}`", ty.get_ref()),
+                            format!("types are: {TYPE_NAMES}"),
                         )
                     }
                 }
             }
-            if key.is_empty() {
-                return self.error(spec.primary_key.span(), format!("source `{name}` has an empty primary key"), "name the key columns, e.g. primary_key = [\"id\"]");
+            if columns.is_empty() {
+                return self.error(
+                    spec.columns.span(),
+                    format!("source `{name}` declares no columns"),
+                    "list the columns the product uses with their types",
+                );
             }
-            self.sources.push(SourcePlan { name: name.clone(), topic: spec.topic.get_ref().clone(), columns, key });
+            if !topics.insert(spec.topic.get_ref().clone()) {
+                return self.error(
+                    spec.topic.span(),
+                    format!("topic `{}` is used by two sources", spec.topic.get_ref()),
+                    "",
+                );
+            }
+            let mut key = Vec::new();
+            for k in spec.primary_key.get_ref() {
+                match columns.iter().position(|c| &c.name == k.get_ref()) {
+                    Some(i) if key.contains(&i) => {
+                        return self.error(
+                            k.span(),
+                            format!("`{}` appears twice in the primary key", k.get_ref()),
+                            "",
+                        )
+                    }
+                    Some(i) => key.push(i),
+                    None => return self.error(
+                        k.span(),
+                        format!(
+                            "primary key column `{}` is not a declared column of source `{name}`",
+                            k.get_ref()
+                        ),
+                        "declare it under columns",
+                    ),
+                }
+            }
+            if key.is_empty() {
+                return self.error(
+                    spec.primary_key.span(),
+                    format!("source `{name}` has an empty primary key"),
+                    "name the key columns, e.g. primary_key = [\"id\"]",
+                );
+            }
+            self.sources.push(SourcePlan {
+                name: name.clone(),
+                topic: spec.topic.get_ref().clone(),
+                columns,
+                key,
+            });
         }
         Ok(())
     }
 
-    fn link(&self, parent: SourceId, child: SourceId, on: &Spanned<IndexMap<String, Spanned<String>>>) -> Result<Link, SpecError> {
+    fn link(
+        &self,
+        parent: SourceId,
+        child: SourceId,
+        on: &Spanned<IndexMap<String, Spanned<String>>>,
+    ) -> Result<Link, SpecError> {
         if on.get_ref().is_empty() {
-            return self.error(on.span(), "`on` names no columns", "write on = { parent_column = \"child_column\" }");
+            return self.error(
+                on.span(),
+                "`on` names no columns",
+                "write on = { parent_column = \"child_column\" }",
+            );
         }
-        let mut link = Link { parent_columns: Vec::new(), child_columns: Vec::new() };
+        let mut link = Link {
+            parent_columns: Vec::new(),
+            child_columns: Vec::new(),
+        };
         for (parent_col, child_col) in on.get_ref() {
             // The parent column name is a map key without its own span: point at `on`.
             let p = match self.sources[parent].columns.iter().position(|c| &c.name == parent_col) {
@@ -395,11 +481,17 @@ impl<'a> Lowering<'a> {
                 }
             };
             let c = self.column(child, child_col)?;
-            let (pt, ct) = (self.sources[parent].columns[p].ty, self.sources[child].columns[c].ty);
+            let (pt, ct) = (
+                self.sources[parent].columns[p].ty,
+                self.sources[child].columns[c].ty,
+            );
             if !pt.comparable(ct) {
                 return self.error(
                     child_col.span(),
-                    format!("cannot join `{parent_col}` ({pt}) with `{}` ({ct}): the types differ", child_col.get_ref()),
+                    format!(
+                        "cannot join `{parent_col}` ({pt}) with `{}` ({ct}): the types differ",
+                        child_col.get_ref()
+                    ),
                     "declare both columns with the same type",
                 );
             }
@@ -410,6 +502,7 @@ impl<'a> Lowering<'a> {
     }
 
     /// Lowers the fields and relations of a node whose rows come from `source`.
+    #[allow(clippy::too_many_arguments)]
     fn lower_output(
         &self,
         path: &str,
@@ -425,10 +518,18 @@ impl<'a> Lowering<'a> {
         let mut out = Vec::new();
         if let Some(value) = value {
             if let Some(f) = fields.first() {
-                return self.error(f.output_name().span(), "a relation has either `value` or `fields`, not both", "");
+                return self.error(
+                    f.output_name().span(),
+                    "a relation has either `value` or `fields`, not both",
+                    "",
+                );
             }
             if let Some(r) = relations.first() {
-                return self.error(r.name.span(), "a relation with `value` nests a single column and cannot have relations", "use `fields` to nest an object");
+                return self.error(
+                    r.name.span(),
+                    "a relation with `value` nests a single column and cannot have relations",
+                    "use `fields` to nest an object",
+                );
             }
             return Ok((NodeOutput::Scalar(self.column(source, value)?), children));
         }
@@ -436,46 +537,93 @@ impl<'a> Lowering<'a> {
             let column = self.column(source, field.column())?;
             let name = field.output_name();
             self.unique(&mut names, name)?;
-            out.push(OutField::Column { name: name.get_ref().as_str().into(), column });
+            out.push(OutField::Column {
+                name: name.get_ref().as_str().into(),
+                column,
+            });
         }
         for relation in relations {
             self.unique(&mut names, &relation.name)?;
             let child = self.lower_relation(path, source, relation, ancestors)?;
-            out.push(OutField::Child { name: relation.name.get_ref().as_str().into(), child: children.len() });
+            out.push(OutField::Child {
+                name: relation.name.get_ref().as_str().into(),
+                child: children.len(),
+            });
             children.push(child);
         }
         if out.is_empty() {
-            return self.error(at, "this node outputs nothing", "list `fields`, nest `relations`, or give a `value`");
+            return self.error(
+                at,
+                "this node outputs nothing",
+                "list `fields`, nest `relations`, or give a `value`",
+            );
         }
         Ok((NodeOutput::Object(out), children))
     }
 
-    fn unique(&self, names: &mut Vec<(String, std::ops::Range<usize>)>, name: &Spanned<String>) -> Result<(), SpecError> {
+    fn unique(
+        &self,
+        names: &mut Vec<(String, std::ops::Range<usize>)>,
+        name: &Spanned<String>,
+    ) -> Result<(), SpecError> {
         if let Some((_, first)) = names.iter().find(|(n, _)| n == name.get_ref()) {
             let first = self.text.locate(first.start);
-            return self.error(name.span(), format!("field `{}` is output twice (first at {first})", name.get_ref()), "rename one with { name = \"...\", column = \"...\" }");
+            return self.error(
+                name.span(),
+                format!(
+                    "field `{}` is output twice (first at {first})",
+                    name.get_ref()
+                ),
+                "rename one with { name = \"...\", column = \"...\" }",
+            );
         }
         names.push((name.get_ref().clone(), name.span()));
         Ok(())
     }
 
-    fn lower_relation(&self, parent_path: &str, parent: SourceId, rel: &RelationSpec, ancestors: &[SourceId]) -> Result<Node, SpecError> {
+    fn lower_relation(
+        &self,
+        parent_path: &str,
+        parent: SourceId,
+        rel: &RelationSpec,
+        ancestors: &[SourceId],
+    ) -> Result<Node, SpecError> {
         let path = format!("{parent_path}.{}", rel.name.get_ref());
         let target = self.source(&rel.source)?;
         let cardinality = *rel.cardinality.get_ref();
         let mut chain = ancestors.to_vec();
         chain.push(parent);
-        let target_node = |link_parent: SourceId, chain: &[SourceId], cardinality| -> Result<Node, SpecError> {
-            let link = self.link(link_parent, target, &rel.on)?;
-            let (output, children) =
-                self.lower_output(&path, target, &rel.fields, rel.value.as_ref(), &rel.relations, rel.name.span(), chain)?;
-            let order_by = self.order_by(&output, &children, rel)?;
-            Ok(Node { path: path.clone(), source: target, link: Some(link), cardinality, output, children, order_by })
-        };
+        let target_node =
+            |link_parent: SourceId, chain: &[SourceId], cardinality| -> Result<Node, SpecError> {
+                let link = self.link(link_parent, target, &rel.on)?;
+                let (output, children) = self.lower_output(
+                    &path,
+                    target,
+                    &rel.fields,
+                    rel.value.as_ref(),
+                    &rel.relations,
+                    rel.name.span(),
+                    chain,
+                )?;
+                let order_by = self.order_by(&output, &children, rel)?;
+                Ok(Node {
+                    path: path.clone(),
+                    source: target,
+                    link: Some(link),
+                    cardinality,
+                    output,
+                    children,
+                    order_by,
+                })
+            };
         // A relation may revisit a source (users → pull_requests → users), but a path longer than
         // the number of sources times two is almost surely a runaway recursive spec.
         if chain.len() > 2 * self.sources.len() + 2 {
-            return self.error(rel.name.span(), "relations nest deeper than the sources allow: is the file recursive?", "");
+            return self.error(
+                rel.name.span(),
+                "relations nest deeper than the sources allow: is the file recursive?",
+                "",
+            );
         }
         match &rel.through {
             None => target_node(parent, &chain, cardinality),
@@ -499,11 +647,20 @@ impl<'a> Lowering<'a> {
         }
     }
 
-    fn order_by(&self, output: &NodeOutput, children: &[Node], rel: &RelationSpec) -> Result<Vec<usize>, SpecError> {
+    fn order_by(
+        &self,
+        output: &NodeOutput,
+        children: &[Node],
+        rel: &RelationSpec,
+    ) -> Result<Vec<usize>, SpecError> {
         let mut order = Vec::new();
         for name in &rel.order_by {
             let NodeOutput::Object(fields) = output else {
-                return self.error(name.span(), "`order_by` applies to object items; a list of values is sorted by value", "remove order_by");
+                return self.error(
+                    name.span(),
+                    "`order_by` applies to object items; a list of values is sorted by value",
+                    "remove order_by",
+                );
             };
             let names: Vec<&str> = fields
                 .iter()
@@ -513,13 +670,21 @@ impl<'a> Lowering<'a> {
                 .collect();
             match names.iter().position(|n| *n == name.get_ref()) {
                 Some(i) if matches!(fields[i], OutField::Child { child, .. } if children[child].cardinality == Cardinality::Many) => {
-                    return self.error(name.span(), format!("cannot order by `{}`: it is a nested list", name.get_ref()), "")
+                    return self.error(
+                        name.span(),
+                        format!("cannot order by `{}`: it is a nested list", name.get_ref()),
+                        "",
+                    )
                 }
                 Some(i) => order.push(i),
                 None => {
                     return self.error(
                         name.span(),
-                        format!("`order_by` names `{}`, which is not an output field of `{}`", name.get_ref(), rel.name.get_ref()),
+                        format!(
+                            "`order_by` names `{}`, which is not an output field of `{}`",
+                            name.get_ref(),
+                            rel.name.get_ref()
+                        ),
                         format!("its fields are: {}", names.join(", ")),
                     )
                 }
@@ -531,20 +696,60 @@ impl<'a> Lowering<'a> {
 
 /// Checks a parsed product file and lowers it to a one-product [`Plan`].
 pub fn lower(text: &SourceText, file: &ProductFile) -> Result<Plan, SpecError> {
-    let mut l = Lowering { text, file, sources: Vec::new() };
+    let mut l = Lowering {
+        text,
+        file,
+        sources: Vec::new(),
+    };
     l.lower_sources()?;
     let name = &file.product.name;
-    if name.get_ref().is_empty() || !name.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-        return l.error(name.span(), format!("product name `{}` must be non-empty letters, digits, `_`, `-` or `.`", name.get_ref()), "");
+    if name.get_ref().is_empty()
+        || !name
+            .get_ref()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return l.error(
+            name.span(),
+            format!(
+                "product name `{}` must be non-empty letters, digits, `_`, `-` or `.`",
+                name.get_ref()
+            ),
+            "",
+        );
     }
     let topic = &file.product.output_topic;
     if l.sources.iter().any(|s| &s.topic == topic.get_ref()) {
-        return l.error(topic.span(), "the output topic is also a source topic", "write documents to a topic of their own");
+        return l.error(
+            topic.span(),
+            "the output topic is also a source topic",
+            "write documents to a topic of their own",
+        );
     }
     let root_source = l.source(&file.document.source)?;
-    let NodeSpec { fields, relations, source } = &file.document;
-    let (output, children) = l.lower_output("document", root_source, fields, None, relations, source.span(), &[])?;
-    let root = Node { path: "document".into(), source: root_source, link: None, cardinality: Cardinality::One, output, children, order_by: Vec::new() };
+    let NodeSpec {
+        fields,
+        relations,
+        source,
+    } = &file.document;
+    let (output, children) = l.lower_output(
+        "document",
+        root_source,
+        fields,
+        None,
+        relations,
+        source.span(),
+        &[],
+    )?;
+    let root = Node {
+        path: "document".into(),
+        source: root_source,
+        link: None,
+        cardinality: Cardinality::One,
+        output,
+        children,
+        order_by: Vec::new(),
+    };
     let product = ProductPlan {
         name: name.get_ref().clone(),
         file: text.path.display().to_string(),
@@ -559,10 +764,16 @@ pub fn lower(text: &SourceText, file: &ProductFile) -> Result<Plan, SpecError> {
         }
     }
     let sources = used.iter().map(|&i| l.sources[i].clone()).collect();
-    let mut plan = Plan { sources, products: Vec::new() };
+    let mut plan = Plan {
+        sources,
+        products: Vec::new(),
+    };
     let mut product = product;
     fn renumber(node: &mut Node, used: &[SourceId]) {
-        node.source = used.iter().position(|&u| u == node.source).expect("walked above");
+        node.source = used
+            .iter()
+            .position(|&u| u == node.source)
+            .expect("walked above");
         node.children.iter_mut().for_each(|c| renumber(c, used));
     }
     renumber(&mut product.root, &used);

@@ -1,0 +1,147 @@
+//! `denorm explain`: the plan as text — sources, the arrangements the dataflow builds (and which
+//! relations share them), the nesting tree and the outputs.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::plan::{Node, NodeOutput, OutField, Plan};
+use crate::spec::Cardinality;
+
+fn columns(plan: &Plan, source: usize, cols: &[usize]) -> String {
+    let s = &plan.sources[source];
+    cols.iter()
+        .map(|&c| s.columns[c].name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The arrangements of parent rows by link columns, with the relations that use each.
+pub fn arrangements(plan: &Plan) -> BTreeMap<(usize, Vec<usize>), Vec<String>> {
+    let mut out: BTreeMap<(usize, Vec<usize>), Vec<String>> = BTreeMap::new();
+    for product in &plan.products {
+        for node in product.root.walk() {
+            for child in &node.children {
+                if let Some(link) = &child.link {
+                    out.entry((node.source, link.parent_columns.clone()))
+                        .or_default()
+                        .push(format!("{}:{}", product.name, child.path));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn explain(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "sources (each read once, upserted by primary key):");
+    for (i, s) in plan.sources.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  {:<16} topic {:<36} key ({}) columns: {}",
+            s.name,
+            s.topic,
+            columns(plan, i, &s.key),
+            s.columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.ty))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "arrangements of parent rows by join columns (shared when equal):"
+    );
+    for ((source, cols), users) in arrangements(plan) {
+        let _ = writeln!(
+            out,
+            "  {}({}) used by {}",
+            plan.sources[source].name,
+            columns(plan, source, &cols),
+            users.join(", ")
+        );
+    }
+    for product in &plan.products {
+        let _ = writeln!(
+            out,
+            "product {} ({}) → topic {}",
+            product.name, product.file, product.output_topic
+        );
+        let _ = writeln!(
+            out,
+            "  key: {} primary key",
+            plan.sources[product.root.source].name
+        );
+        tree(plan, &product.root, None, "document", 1, &mut out);
+    }
+    out
+}
+
+fn tree(
+    plan: &Plan,
+    node: &Node,
+    parent: Option<usize>,
+    name: &str,
+    depth: usize,
+    out: &mut String,
+) {
+    let pad = "  ".repeat(depth);
+    let source = &plan.sources[node.source];
+    let join = match &node.link {
+        Some(link) => {
+            let p = parent.expect("a linked node has a parent");
+            format!(
+                " on {}({}) = {}({})",
+                plan.sources[p].name,
+                columns(plan, p, &link.parent_columns),
+                source.name,
+                columns(plan, node.source, &link.child_columns)
+            )
+        }
+        None => String::new(),
+    };
+    let card = match (node.link.is_some(), node.cardinality) {
+        (false, _) => "root",
+        (true, Cardinality::Many) => "many",
+        (true, Cardinality::One) => "one",
+    };
+    let _ = writeln!(out, "{pad}{name}: {card} {}{join}", source.name);
+    match &node.output {
+        NodeOutput::Scalar(c) => {
+            let _ = writeln!(out, "{pad}  value {}", source.columns[*c].name);
+        }
+        NodeOutput::Through => tree(
+            plan,
+            &node.children[0],
+            Some(node.source),
+            "(through to)",
+            depth + 1,
+            out,
+        ),
+        NodeOutput::Object(fields) => {
+            for f in fields {
+                match f {
+                    OutField::Column { name, column } => {
+                        let _ = writeln!(out, "{pad}  {name} ← {}", source.columns[*column].name);
+                    }
+                    OutField::Child { name, child } => tree(
+                        plan,
+                        &node.children[*child],
+                        Some(node.source),
+                        name,
+                        depth + 1,
+                        out,
+                    ),
+                }
+            }
+        }
+    }
+    if !node.order_by.is_empty() {
+        let _ = writeln!(
+            out,
+            "{pad}  order by fields {:?}, then the whole item",
+            node.order_by
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! Runs a plan as a timely job fed from Kafka: each worker builds the dataflow, reads its share
+//! of the source partitions, decodes records into upserts, stamps each batch with a monotone
+//! millisecond time, and steps the dataflow; the sinks write documents to the output topics.
+//!
+//! Reading is bounded: a worker does not read a new batch while too many earlier ones are still
+//! in the dataflow, so memory in flight is bounded by the batch size, not by the topics.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dataflow::sink::{Failure, SharedWriter};
+use crate::dataflow::upsert::SourceEvent;
+use crate::dataflow::{self, SourceInput, Time};
+use crate::decode::{self, Change};
+use crate::kafka::client::KafkaOptions;
+use crate::kafka::producer::KafkaWriter;
+use crate::kafka::source::{assignment, Origin, TopicReader};
+use crate::plan::Plan;
+
+/// What to do with a record that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ErrorPolicy {
+    /// Stop the job with an error naming the record.
+    Fail,
+    /// Log the record's place and the error, count it, and go on.
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    pub plan: Arc<Plan>,
+    pub kafka: KafkaOptions,
+    /// Stop (exit 0) once every source partition has been read to the end it had at start and
+    /// all output for it is written. For batch runs, tests and benchmarks.
+    pub exit_when_caught_up: bool,
+    pub on_error: ErrorPolicy,
+    /// Records read per source per step.
+    pub batch_size: usize,
+    /// Batches a worker may have in the dataflow before it stops reading.
+    pub max_in_flight: usize,
+    /// How long to wait for source topics to exist.
+    pub topic_wait: Duration,
+    /// Set to stop gracefully (Ctrl-C, SIGTERM): flush output and exit.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl JobOptions {
+    pub fn new(plan: Plan, kafka: KafkaOptions) -> Self {
+        JobOptions {
+            plan: Arc::new(plan),
+            kafka,
+            exit_when_caught_up: false,
+            on_error: ErrorPolicy::Fail,
+            batch_size: 4096,
+            max_in_flight: 8,
+            topic_wait: Duration::from_secs(30),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// What one worker did.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    pub records_read: u64,
+    pub decode_errors: u64,
+    pub documents_written: u64,
+    pub caught_up_after: Option<Duration>,
+}
+
+/// What the job did, summed over this process's workers.
+#[derive(Debug, Clone, Default)]
+pub struct JobReport {
+    pub workers: Vec<WorkerReport>,
+    pub elapsed: Duration,
+}
+
+impl JobReport {
+    pub fn records_read(&self) -> u64 {
+        self.workers.iter().map(|w| w.records_read).sum()
+    }
+    pub fn documents_written(&self) -> u64 {
+        self.workers.iter().map(|w| w.documents_written).sum()
+    }
+    pub fn decode_errors(&self) -> u64 {
+        self.workers.iter().map(|w| w.decode_errors).sum()
+    }
+    /// When the slowest worker caught up.
+    pub fn caught_up_after(&self) -> Option<Duration> {
+        self.workers
+            .iter()
+            .map(|w| w.caught_up_after)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().max())
+    }
+}
+
+/// Runs the job on this process's workers until it stops, and reports.
+pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobReport> {
+    let start = Instant::now();
+    let abort = Arc::new(AtomicBool::new(false));
+    let guards = timely::execute(timely, move |worker| {
+        let result = run_worker(worker, &options, &abort, start);
+        if result.is_err() {
+            abort.store(true, Ordering::SeqCst);
+        }
+        result.map_err(|e| format!("{e:#}"))
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the timely workers: {e}"))?;
+    let mut report = JobReport::default();
+    let mut errors = Vec::new();
+    for (i, result) in guards.join().into_iter().enumerate() {
+        match result {
+            Ok(Ok(worker)) => report.workers.push(worker),
+            Ok(Err(e)) => errors.push(e),
+            Err(panic) => errors.push(format!("worker {i} panicked: {panic}")),
+        }
+    }
+    // A worker that stopped because another failed reports ABORTED; show the cause first.
+    errors.sort_by_key(|e| e.starts_with(ABORTED));
+    if let Some(first) = errors.into_iter().next() {
+        anyhow::bail!(first);
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+const ABORTED: &str = "stopped: another worker failed";
+
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    options: &JobOptions,
+    abort: &AtomicBool,
+    start: Instant,
+) -> anyhow::Result<WorkerReport> {
+    let plan = &options.plan;
+    let (index, peers) = (worker.index(), worker.peers());
+    let failure: Failure = Rc::new(RefCell::new(None));
+    let mut writers = Vec::new();
+    for product in &plan.products {
+        writers.push(Rc::new(RefCell::new(KafkaWriter::new(
+            &options.kafka,
+            &product.output_topic,
+        )?)));
+    }
+    let sinks: Vec<SharedWriter> = writers.iter().map(|w| w.clone() as SharedWriter).collect();
+    let handles = worker.dataflow::<Time, _, _>(|scope| {
+        dataflow::build(scope, plan, |i| sinks[i].clone(), failure.clone())
+    });
+    let probe = handles.probe;
+    let topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
+    let counts = options
+        .kafka
+        .partition_counts(&topics, options.topic_wait)?;
+    if index == 0 {
+        create_outputs(options, &counts);
+    }
+    let mut readers = Vec::new();
+    for (s, partitions) in assignment(index, peers, &counts).into_iter().enumerate() {
+        readers.push(TopicReader::open(
+            &options.kafka,
+            &plan.sources[s].topic,
+            partitions,
+            index,
+        )?);
+    }
+    tracing::info!(
+        worker = index,
+        peers,
+        partitions = ?readers.iter().map(|r| format!("{}{:?}", r.topic, r.partitions())).collect::<Vec<_>>(),
+        "worker reading"
+    );
+
+    let mut report = WorkerReport::default();
+    let mut inputs: Option<Vec<SourceInput>> = Some(handles.inputs);
+    let mut time: Time = 0;
+    let mut in_flight: VecDeque<Time> = VecDeque::new();
+    let mut caught_up_at: Option<Time> = None;
+    loop {
+        if abort.load(Ordering::SeqCst) {
+            anyhow::bail!(ABORTED);
+        }
+        if let Some(e) = failure.borrow_mut().take() {
+            return Err(e);
+        }
+        let mut read = 0;
+        if let Some(handles) = inputs.as_mut() {
+            // Backpressure: let the dataflow catch up before reading more.
+            while in_flight.front().is_some_and(|t| !probe.less_equal(t)) {
+                in_flight.pop_front();
+            }
+            if in_flight.len() < options.max_in_flight {
+                for (s, reader) in readers.iter_mut().enumerate() {
+                    let source = &plan.sources[s];
+                    let input = &mut handles[s];
+                    read += reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, _ts| {
+                        match decode::decode(source, key, value) {
+                            Ok(Change::Upsert { key, row }) => input.send(SourceEvent::Upsert { key, row: Some(row) }),
+                            Ok(Change::Delete { key }) => input.send(SourceEvent::Upsert { key, row: None }),
+                            Ok(Change::Truncate) => {
+                                tracing::info!(%origin, source = %source.name, "truncate: every row of the source is deleted");
+                                for w in 0..peers {
+                                    input.send(SourceEvent::Truncate { worker: w as u64 });
+                                }
+                            }
+                            Err(e) => return bad_record(options.on_error, &origin, e, &mut report),
+                        }
+                        Ok(())
+                    })?;
+                }
+            }
+            report.records_read += read as u64;
+            let next = (time + 1).max(start.elapsed().as_millis() as Time);
+            for input in handles.iter_mut() {
+                input.advance_to(next);
+            }
+            if read > 0 {
+                in_flight.push_back(time);
+            }
+            time = next;
+            if caught_up_at.is_none() && readers.iter().all(TopicReader::caught_up) {
+                caught_up_at = Some(time);
+            }
+            let stop = options.stop.load(Ordering::SeqCst);
+            if stop || (options.exit_when_caught_up && caught_up_at.is_some()) {
+                if stop {
+                    tracing::info!(
+                        worker = index,
+                        records_read = report.records_read,
+                        "stopping: flushing output"
+                    );
+                }
+                inputs = None; // closing the inputs lets the dataflow drain and complete
+            }
+        }
+        if let Some(t) = caught_up_at {
+            if report.caught_up_after.is_none() && !probe.less_equal(&t) {
+                let after = start.elapsed();
+                report.caught_up_after = Some(after);
+                tracing::info!(
+                    worker = index,
+                    seconds = after.as_secs_f64(),
+                    records_read = report.records_read,
+                    "caught up with the sources"
+                );
+            }
+        }
+        if inputs.is_none() && probe.done() {
+            break;
+        }
+        if read == 0 {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        } else {
+            worker.step();
+        }
+    }
+    for writer in &writers {
+        let mut writer = writer.borrow_mut();
+        crate::dataflow::sink::DocWriter::flush(&mut *writer)?;
+        report.documents_written += writer.written;
+    }
+    if let Some(e) = failure.borrow_mut().take() {
+        return Err(e);
+    }
+    if report.caught_up_after.is_none() && caught_up_at.is_some() {
+        report.caught_up_after = Some(start.elapsed());
+    }
+    Ok(report)
+}
+
+/// Creates missing output topics with as many partitions as the root source has. A broker that
+/// refuses (no permission, no admin API) is logged: the producer then reports its own error.
+fn create_outputs(options: &JobOptions, counts: &[i32]) {
+    for product in &options.plan.products {
+        let partitions = counts[product.root.source];
+        if let Err(e) =
+            crate::kafka::admin::ensure_topics(&options.kafka, &[&product.output_topic], partitions)
+        {
+            tracing::warn!(topic = %product.output_topic, error = %e, "could not create the output topic; it must exist or be auto-created");
+        }
+    }
+}
+
+fn bad_record(
+    policy: ErrorPolicy,
+    origin: &Origin,
+    error: decode::DecodeError,
+    report: &mut WorkerReport,
+) -> anyhow::Result<()> {
+    report.decode_errors += 1;
+    match policy {
+        ErrorPolicy::Fail => anyhow::bail!("cannot decode the record at {origin}: {error} (run with --on-error skip to log and skip such records)"),
+        ErrorPolicy::Skip => {
+            tracing::warn!(%origin, %error, "skipped a record that cannot be decoded");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! librdkafka client settings: the bootstrap brokers, settings passed through from the command
+//! line (`-X key=value`) and the environment (`DENORM_KAFKA_SASL_PASSWORD` → `sasl.password`),
+//! and a printable form that never shows secrets.
+
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::ClientConfig;
+
+/// Routes librdkafka's errors to `tracing`, leaving out partition-EOF notices (the readers use
+/// them to know they reached the end; they are not errors).
+pub struct QuietContext;
+
+impl ClientContext for QuietContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error (the client retries)");
+        }
+    }
+}
+
+impl ConsumerContext for QuietContext {}
+
+/// A consumer with [`QuietContext`].
+pub type Reader = BaseConsumer<QuietContext>;
+
+/// How to reach the brokers.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaOptions {
+    pub brokers: String,
+    /// librdkafka settings, applied after denorm's defaults (so they can override them).
+    pub properties: Vec<(String, String)>,
+    /// `fetch.wait.max.ms`: how long a fetch may wait for data. Low keeps latency low (and some
+    /// brokers hold every fetch this long even when data is there).
+    pub fetch_wait_ms: u32,
+}
+
+const ENV_PREFIX: &str = "DENORM_KAFKA_";
+
+impl KafkaOptions {
+    pub fn new(brokers: &str) -> Self {
+        KafkaOptions {
+            brokers: brokers.to_owned(),
+            properties: Vec::new(),
+            fetch_wait_ms: 10,
+        }
+    }
+
+    /// Adds `DENORM_KAFKA_*` environment variables as settings (`_` → `.`, lower case).
+    pub fn with_environment(mut self) -> Self {
+        let mut env: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(ENV_PREFIX)
+                    .map(|name| (name.to_ascii_lowercase().replace('_', "."), v))
+            })
+            .collect();
+        env.sort();
+        // Command-line settings win over the environment: put the environment first.
+        env.append(&mut self.properties);
+        self.properties = env;
+        self
+    }
+
+    /// Parses `key=value` settings.
+    pub fn parse_properties(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+        pairs
+            .iter()
+            .map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("Kafka setting `{p}` is not key=value"))
+            })
+            .collect()
+    }
+
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// The settings for logs and `explain`, secrets masked.
+    pub fn redacted(&self) -> Vec<(String, String)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "key", "token", "jaas"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                (
+                    k.clone(),
+                    if secret {
+                        "*****".to_owned()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// A consumer that reads assigned partitions from the beginning and reports their end.
+    pub fn consumer(&self, purpose: &str) -> anyhow::Result<Reader> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("denorm-{purpose}"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
+            .set("client.id", format!("denorm-{purpose}"));
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config.create_with_context(QuietContext).map_err(|e| {
+            anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", self.brokers)
+        })
+    }
+
+    /// The number of partitions of each topic, waiting up to `wait` for topics to appear.
+    pub fn partition_counts(&self, topics: &[&str], wait: Duration) -> anyhow::Result<Vec<i32>> {
+        let consumer = self.consumer("metadata")?;
+        let deadline = std::time::Instant::now() + wait;
+        let mut counts = Vec::new();
+        for topic in topics {
+            loop {
+                let found = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|m| {
+                        m.topics()
+                            .iter()
+                            .find(|t| t.name() == *topic)
+                            .map(|t| (t.partitions().len(), t.error()))
+                    });
+                match found {
+                    Some((n, None)) if n > 0 => {
+                        counts.push(n as i32);
+                        break;
+                    }
+                    other => {
+                        if std::time::Instant::now() >= deadline {
+                            anyhow::bail!(
+                                "source topic `{topic}` is not available on {} (metadata: {other:?}); create it or check the product file",
+                                self.brokers
+                            );
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        }
+        Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked_and_settings_parse() {
+        let mut o = KafkaOptions::new("b:1");
+        o.properties = KafkaOptions::parse_properties(&[
+            "sasl.password=hunter2".into(),
+            "security.protocol=SASL_SSL".into(),
+        ])
+        .unwrap();
+        let shown = format!("{:?}", o.redacted());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("SASL_SSL"));
+        assert!(KafkaOptions::parse_properties(&["nokey".into()]).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The command line as a user meets it: `check` explains mistakes with their line before
+//! anything runs, `explain` shows the plan, `--help` reads well.
+
+mod common;
+
+use common::denorm;
+
+fn check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("product.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = denorm()
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+const GOOD: &str = r#"[product]
+name = "p"
+output_topic = "out"
+
+[sources.users]
+topic = "db.users"
+primary_key = ["id"]
+columns = { id = "int", name = "string" }
+
+[sources.orders]
+topic = "db.orders"
+primary_key = ["id"]
+columns = { id = "int", user_id = "int", total = "decimal" }
+
+[document]
+source = "users"
+fields = ["id", "name"]
+
+[[document.relations]]
+name = "orders"
+cardinality = "many"
+source = "orders"
+on = { id = "user_id" }
+fields = ["id", "total"]
+"#;
+
+#[test]
+fn check_accepts_the_shipped_products_and_a_good_file() {
+    let out = denorm()
+        .args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/dataflows")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: github_user_profile"));
+    let (ok, text) = check(GOOD);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn check_points_at_each_mistake() {
+    let cases = [
+        (
+            GOOD.replace(r#"fields = ["id", "total"]"#, r#"fields = ["id", "totl"]"#),
+            ":24:",
+            "source `orders` has no column `totl`",
+        ),
+        (
+            GOOD.replace(
+                r#"source = "orders"
+on"#,
+                r#"source = "order"
+on"#,
+            ),
+            ":22:",
+            "unknown source `order`",
+        ),
+        (
+            GOOD.replace(r#"on = { id = "user_id" }"#, r#"on = { id = "name" }"#),
+            ":23:",
+            "the types differ",
+        ),
+        (
+            GOOD.replace(r#"total = "decimal""#, r#"total = "money""#),
+            ":13:",
+            "unknown column type `money`",
+        ),
+        (
+            GOOD.replace(
+                r#"primary_key = ["id"]
+columns = { id = "int", name"#,
+                r#"primary_key = ["uid"]
+columns = { id = "int", name"#,
+            ),
+            ":7:",
+            "primary key column `uid`",
+        ),
+        (
+            GOOD.replace("cardinality = \"many\"", "cardinality = \"lots\""),
+            ":21:",
+            "unknown variant `lots`",
+        ),
+        (
+            GOOD.replace("[document]", "[documents]"),
+            ":",
+            "unknown field `documents`",
+        ),
+        (
+            GOOD.replace(
+                r#"fields = ["id", "name"]"#,
+                r#"fields = ["id", "name", "id"]"#,
+            ),
+            ":17:",
+            "field `id` is output twice",
+        ),
+        (
+            GOOD.replace(r#"output_topic = "out""#, r#"output_topic = "db.users""#),
+            ":3:",
+            "also a source topic",
+        ),
+        (
+            GOOD.replace("name = \"orders\"", "name = \"orders"),
+            ":",
+            "TOML",
+        ),
+    ];
+    for (text, line, message) in cases {
+        let (ok, out) = check(&text);
+        assert!(!ok, "accepted a bad file:\n{text}");
+        assert!(
+            out.contains(line) && out.contains(message),
+            "expected `{line}` and `{message}` in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn explain_shows_sources_arrangements_and_tree() {
+    let out = denorm()
+        .args([
+            "explain",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/dataflows/github_user_profile.toml"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "users(username) used by",
+        "starred_repos: many stars on users(username) = stars(username)",
+        "pull_requests: many pull_requests on users(username) = pull_requests(author)",
+        "payment_verified: one payment_info on users(id) = payment_info(id)",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["run", "demo", "check", "explain", "gen", "verify"] {
+        let out = denorm().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{sub} --help failed");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{sub}"
+        );
+    }
+}

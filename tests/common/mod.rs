@@ -1,0 +1,113 @@
+//! Shared by the end-to-end tests: a real broker (tansu, started by `scripts/broker.sh`, or
+//! `DENORM_TEST_BROKERS`), product files with per-test topic names, and Debezium record helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use denorm::kafka::admin::{ensure_topics, RecordProducer};
+use denorm::kafka::client::KafkaOptions;
+use denorm::plan::Plan;
+
+/// The bootstrap address of a running real broker, started once per test binary.
+pub fn brokers() -> String {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .try_init();
+    static BROKERS: OnceLock<String> = OnceLock::new();
+    BROKERS
+        .get_or_init(|| {
+            if let Ok(b) = std::env::var("DENORM_TEST_BROKERS") {
+                return b;
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg("start")
+                .output()
+                .expect("run scripts/broker.sh");
+            assert!(
+                out.status.success(),
+                "scripts/broker.sh start failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        })
+        .clone()
+}
+
+pub fn kafka() -> KafkaOptions {
+    KafkaOptions::new(&brokers())
+}
+
+/// A unique prefix for this test's topics.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}{}x{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Writes a copy of a product file of `dataflows/` whose topics `github.` become `<prefix>.`.
+pub fn product_file(dir: &Path, name: &str, prefix: &str) -> PathBuf {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("dataflows")
+            .join(name),
+    )
+    .unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text.replace("\"github.", &format!("\"{prefix}."))).unwrap();
+    path
+}
+
+/// Creates the plan's topics (sources and outputs) with `partitions` partitions.
+pub fn create_topics(plan: &Plan, partitions: i32) {
+    let mut topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
+    topics.extend(plan.products.iter().map(|p| p.output_topic.as_str()));
+    ensure_topics(&kafka(), &topics, partitions).expect("create topics");
+}
+
+/// Produces `(topic, key, value)` records in order and waits for delivery.
+pub fn produce(records: &[(String, Option<String>, Option<String>)]) {
+    let mut p = RecordProducer::new(&kafka()).unwrap();
+    for (t, k, v) in records {
+        p.send(t, k.as_deref(), v.as_deref()).unwrap();
+    }
+    p.flush().unwrap();
+}
+
+/// Every record of a topic, in partition then offset order: (key, value or None for tombstone).
+pub fn read_all(topic: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    denorm::verify::read_topic(&kafka(), topic, |_, k, v| {
+        out.push((
+            String::from_utf8_lossy(k.unwrap_or_default()).into_owned(),
+            v.map(|v| String::from_utf8_lossy(v).into_owned()),
+        ));
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check()
+}
+
+/// The `denorm` binary of this build.
+pub fn denorm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_denorm"))
+}

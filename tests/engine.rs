@@ -1,0 +1,365 @@
+//! End to end against a real broker: Debezium records in, nested documents out, following every
+//! insert, update and delete — each relation kind, a non-key join, a child moving between
+//! parents, a child delete, a many-to-many fan-out, a root delete, duplicates and replays.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use denorm::job::{self, JobOptions};
+use serde_json::{json, Value};
+
+type Rec = (String, Option<String>, Option<String>);
+
+struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    fn t(&self, table: &str) -> String {
+        format!("{}.public.{table}", self.prefix)
+    }
+    /// A schema-less change envelope.
+    fn change(&self, table: &str, op: &str, key: Value, before: Value, after: Value) -> Rec {
+        let value = json!({"before": before, "after": after, "source": {"connector": "postgresql", "table": table}, "op": op, "ts_ms": 1});
+        (
+            self.t(table),
+            Some(key.to_string()),
+            Some(value.to_string()),
+        )
+    }
+    fn upsert(&self, table: &str, key: Value, row: Value) -> Rec {
+        self.change(table, "c", key, Value::Null, row)
+    }
+    /// A delete as PostgreSQL sends it (only the key in `before`), then its tombstone.
+    fn delete(&self, table: &str, key: Value) -> Vec<Rec> {
+        vec![
+            self.change(table, "d", key.clone(), key.clone(), Value::Null),
+            (self.t(table), Some(key.to_string()), None),
+        ]
+    }
+    /// The flattened form (ExtractNewRecordState) with a schema wrapper.
+    fn flat_with_schema(&self, table: &str, key: Value, row: Value) -> Rec {
+        let value = json!({"schema": {"type": "struct", "fields": [
+            {"field": "repo", "type": "string"}, {"field": "repo_owner", "type": "string"},
+            {"field": "index", "type": "int64"}, {"field": "author", "type": "string", "optional": true},
+            {"field": "title", "type": "string"}, {"field": "status", "type": "string"},
+            {"field": "created_at", "type": "int64", "name": "io.debezium.time.MicroTimestamp"}]},
+            "payload": row});
+        (
+            self.t(table),
+            Some(key.to_string()),
+            Some(value.to_string()),
+        )
+    }
+}
+
+fn user(t: &Topics, id: i64, email: &str, username: &str) -> Rec {
+    t.upsert("users", json!({"email": email}), json!({"id": id, "email": email, "username": username, "registered_at": 1_600_000_000_000i64}))
+}
+fn repo(t: &Topics, owner: &str, name: &str, description: &str) -> Rec {
+    t.upsert(
+        "repos",
+        json!({"owner": owner, "name": name}),
+        json!({"owner": owner, "name": name, "description": description, "star_count": 1, "fork_count": 0, "created_at": 0, "updated_at": 0}),
+    )
+}
+fn star(t: &Topics, username: &str, owner: &str, name: &str) -> Rec {
+    t.upsert(
+        "stars",
+        json!({"username": username, "repo_name": name, "repo_owner": owner}),
+        json!({"username": username, "repo_name": name, "repo_owner": owner, "created_at": 0}),
+    )
+}
+fn pull(
+    t: &Topics,
+    repo: &str,
+    index: i64,
+    author: &str,
+    title: &str,
+    status: &str,
+    created_us: i64,
+) -> Rec {
+    let key = json!({"repo": repo, "repo_owner": "octo", "index": index});
+    t.flat_with_schema(
+        "pull_requests",
+        key,
+        json!({"repo": repo, "repo_owner": "octo", "index": index, "author": author, "title": title, "status": status, "created_at": created_us, "__deleted": "false"}),
+    )
+}
+fn payment(t: &Topics, id: i64, verified: bool) -> Rec {
+    t.upsert(
+        "payment_info",
+        json!({"id": id}),
+        json!({"id": id, "verified": verified}),
+    )
+}
+
+fn doc(email: &str, username: &str, starred: Value, pulls: Value, verified: Value) -> String {
+    json!({"email": email, "username": username, "starred_repos": starred, "pull_requests": pulls, "payment_verified": verified}).to_string()
+}
+
+fn key(email: &str) -> String {
+    json!({ "email": email }).to_string()
+}
+
+fn final_docs(records: &[(String, Option<String>)]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in records {
+        match v {
+            Some(v) => out.insert(k.clone(), v.clone()),
+            None => out.remove(k),
+        };
+    }
+    out
+}
+
+#[test]
+fn documents_follow_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("engine");
+    let t = Topics {
+        prefix: prefix.clone(),
+    };
+    let file = product_file(dir.path(), "github_user_profile.toml", &prefix);
+    let plan = denorm::plan::load(&file).unwrap();
+    create_topics(&plan, 2);
+    let output = plan.products[0].output_topic.clone();
+
+    // Phase 1: a snapshot.
+    let mut phase1 = vec![
+        user(&t, 1, "a@x", "alice"),
+        user(&t, 2, "b@x", "bob"),
+        user(&t, 3, "c@x", "carol"),
+        user(&t, 4, "d@x", "dave"),
+        repo(&t, "octo", "hello", "Hello"),
+        repo(&t, "octo", "world", "World"),
+        star(&t, "alice", "octo", "hello"),
+        star(&t, "bob", "octo", "hello"),
+        star(&t, "alice", "octo", "world"),
+        star(&t, "dave", "octo", "world"),
+        star(&t, "alice", "octo", "missing"), // a star of a repo that does not exist: not listed
+        pull(
+            &t,
+            "hello",
+            1,
+            "alice",
+            "Fix",
+            "open",
+            1_660_000_000_000_000,
+        ),
+        pull(
+            &t,
+            "hello",
+            2,
+            "bob",
+            "Add",
+            "merged",
+            1_650_000_000_000_000,
+        ),
+        pull(
+            &t,
+            "world",
+            7,
+            "alice",
+            "Docs",
+            "open",
+            1_640_000_000_000_000,
+        ),
+        payment(&t, 1, true),
+        payment(&t, 3, false),
+    ];
+    // A duplicate of a whole record and a replayed snapshot row change nothing.
+    phase1.push(phase1[0].clone());
+    produce(&phase1);
+
+    let mut options = JobOptions::new(plan.clone(), kafka());
+    options.batch_size = 3; // many small batches: exercises consolidation across times
+    let stop = options.stop.clone();
+    let job = std::thread::spawn(move || job::run(options, timely::Config::process(2)));
+
+    let hello = json!({"repo": "hello", "description": "Hello"});
+    let world = json!({"repo": "world", "description": "World"});
+    let fix = json!({"repo": "hello", "index": 1, "title": "Fix", "created_at": "2022-08-08T23:06:40Z", "status": "open"});
+    let add = json!({"repo": "hello", "index": 2, "title": "Add", "created_at": "2022-04-15T05:33:20Z", "status": "merged"});
+    let docs_ = json!({"repo": "world", "index": 7, "title": "Docs", "created_at": "2021-12-20T11:33:20Z", "status": "open"});
+    let expected1: BTreeMap<String, String> = [
+        (
+            key("a@x"),
+            doc(
+                "a@x",
+                "alice",
+                json!([hello, world]),
+                json!([docs_, fix]),
+                json!(true),
+            ),
+        ),
+        (
+            key("b@x"),
+            doc("b@x", "bob", json!([hello]), json!([add]), Value::Null),
+        ),
+        (
+            key("c@x"),
+            doc("c@x", "carol", json!([]), json!([]), json!(false)),
+        ),
+        (
+            key("d@x"),
+            doc("d@x", "dave", json!([world]), json!([]), Value::Null),
+        ),
+    ]
+    .into();
+    let ok = wait_for(Duration::from_secs(60), || {
+        final_docs(&read_all(&output)) == expected1
+    });
+    assert!(
+        ok,
+        "phase 1 documents:\n{:#?}\nexpected:\n{:#?}",
+        final_docs(&read_all(&output)),
+        expected1
+    );
+    let after_phase1 = read_all(&output).len();
+
+    // Phase 2: changes.
+    let mut phase2 = vec![
+        repo(&t, "octo", "hello", "Hi"), // fan-out to alice and bob
+        pull(
+            &t,
+            "hello",
+            2,
+            "carol",
+            "Add",
+            "merged",
+            1_650_000_000_000_000,
+        ), // moves from bob to carol
+        user(&t, 3, "c@x", "carol"),     // replayed snapshot row: no change
+        repo(&t, "octo", "hello", "Hi"), // duplicate
+    ];
+    phase2.extend(t.delete(
+        "stars",
+        json!({"username": "alice", "repo_name": "world", "repo_owner": "octo"}),
+    )); // child delete
+    phase2.extend(t.delete("users", json!({"email": "b@x"}))); // root delete: tombstone
+    phase2.extend(t.delete("users", json!({"email": "nobody@x"}))); // delete of an unknown key: nothing
+    produce(&phase2);
+
+    let hi = json!({"repo": "hello", "description": "Hi"});
+    let expected2: BTreeMap<String, String> = [
+        (
+            key("a@x"),
+            doc(
+                "a@x",
+                "alice",
+                json!([hi]),
+                json!([docs_, fix]),
+                json!(true),
+            ),
+        ),
+        (
+            key("c@x"),
+            doc("c@x", "carol", json!([]), json!([add]), json!(false)),
+        ),
+        (
+            key("d@x"),
+            doc("d@x", "dave", json!([world]), json!([]), Value::Null),
+        ),
+    ]
+    .into();
+    let ok = wait_for(Duration::from_secs(60), || {
+        final_docs(&read_all(&output)) == expected2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let report = job.join().unwrap().unwrap();
+    let all = read_all(&output);
+    assert!(
+        ok,
+        "phase 2 documents:\n{:#?}\nexpected:\n{:#?}",
+        final_docs(&all),
+        expected2
+    );
+
+    // Only what changed was emitted: nothing for dave, no tombstone but bob's.
+    let phase2_records = &all[after_phase1..];
+    assert!(
+        phase2_records.iter().all(|(k, _)| k != &key("d@x")),
+        "an unchanged document was re-emitted: {phase2_records:#?}"
+    );
+    let tombstones: Vec<&String> = all
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(tombstones, vec![&key("b@x")]);
+    // No document was emitted twice in a row with the same content (no flapping duplicates).
+    let mut last: BTreeMap<&String, &Option<String>> = BTreeMap::new();
+    for (k, v) in &all {
+        assert_ne!(
+            last.insert(k, v),
+            Some(v),
+            "document {k} emitted twice unchanged"
+        );
+    }
+    assert_eq!(report.decode_errors(), 0);
+    assert!(report.records_read() >= (phase1.len() + phase2.len()) as u64);
+}
+
+#[test]
+fn bad_records_stop_the_job_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("badrec");
+    let t = Topics {
+        prefix: prefix.clone(),
+    };
+    let file = product_file(dir.path(), "github_user_profile.toml", &prefix);
+    let plan = denorm::plan::load(&file).unwrap();
+    create_topics(&plan, 1);
+    produce(&[
+        user(&t, 1, "a@x", "alice"),
+        (
+            t.t("users"),
+            Some("{\"email\":\"z@x\"}".into()),
+            Some("{not json".into()),
+        ),
+    ]);
+    let out = denorm()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--brokers",
+            &brokers(),
+            "--exit-when-caught-up",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("topic {} partition 0 offset 1", t.t("users"))),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not valid JSON"), "{stderr}");
+
+    // With --on-error skip the job goes on and the good record makes its document.
+    let out = denorm()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--brokers",
+            &brokers(),
+            "--exit-when-caught-up",
+            "--on-error",
+            "skip",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = final_docs(&read_all(&plan.products[0].output_topic));
+    assert_eq!(docs.keys().cloned().collect::<Vec<_>>(), vec![key("a@x")]);
+}
