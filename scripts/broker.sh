@@ -34,12 +34,15 @@ install() {
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
 start() {
-  local storage=${1:-memory}
   install
   mkdir -p "$STATE"
-  # One starter at a time (tests in parallel processes all ask for the broker).
-  exec 9>"$STATE/start.lock"
-  flock 9
+  # One starter at a time (tests in parallel processes all ask for the broker); -o keeps the
+  # lock's descriptor away from the broker process, so the lock ends with this script.
+  flock -o "$STATE/start.lock" bash "$0" start-locked "${1:-memory}"
+}
+
+start_locked() {
+  local storage=${1:-memory}
   if port_open; then log "a broker already listens on 127.0.0.1:$PORT"; echo "127.0.0.1:$PORT"; return 0; fi
   mkdir -p "$STATE"
   local engine_args=()
@@ -51,7 +54,7 @@ start() {
   nohup "$BIN" broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-    "${engine_args[@]}" >"$STATE/broker.log" 2>&1 &
+    "${engine_args[@]}" >"$STATE/broker.log" 2>&1 </dev/null &
   echo $! > "$STATE/broker.pid"
   for _ in $(seq 1 100); do
     if port_open; then log "tansu ($storage) listening on 127.0.0.1:$PORT, log $STATE/broker.log"; echo "127.0.0.1:$PORT"; return 0; fi
@@ -71,6 +74,7 @@ stop() {
 case "${1:-start}" in
   install) install ;;
   start) shift || true; start "${1:-memory}" ;;
+  start-locked) shift; start_locked "$@" ;;
   stop) stop ;;
   status) if port_open; then echo "running on 127.0.0.1:$PORT"; else echo "not running"; exit 1; fi ;;
   *) log "usage: $0 install|start [memory|sqlite]|stop|status"; exit 2 ;;

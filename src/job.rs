@@ -180,7 +180,23 @@ fn run_worker(
     let mut time: Time = 0;
     let mut in_flight: VecDeque<Time> = VecDeque::new();
     let mut caught_up_at: Option<Time> = None;
+    let mut last_log = Instant::now();
+    let mut iterations = 0u64;
     loop {
+        iterations += 1;
+        if last_log.elapsed() > Duration::from_secs(1) {
+            last_log = Instant::now();
+            let frontier = probe.with_frontier(|f| f.to_vec());
+            tracing::debug!(
+                worker = index,
+                iterations,
+                time,
+                ?frontier,
+                in_flight = in_flight.len(),
+                records_read = report.records_read,
+                "loop"
+            );
+        }
         if abort.load(Ordering::SeqCst) {
             anyhow::bail!(ABORTED);
         }
@@ -214,9 +230,18 @@ fn run_worker(
                 }
             }
             report.records_read += read as u64;
-            let next = (time + 1).max(start.elapsed().as_millis() as Time);
-            for input in handles.iter_mut() {
-                input.advance_to(next);
+            // Time follows the wall clock (in ms), and moves on by one past a batch of data. It
+            // never runs ahead while idle: the global frontier is the slowest worker's clock.
+            let clock = start.elapsed().as_millis() as Time;
+            let next = if read > 0 {
+                (time + 1).max(clock)
+            } else {
+                time.max(clock)
+            };
+            if next > time {
+                for input in handles.iter_mut() {
+                    input.advance_to(next);
+                }
             }
             if read > 0 {
                 in_flight.push_back(time);

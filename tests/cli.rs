@@ -84,7 +84,7 @@ on"#,
             "unknown source `order`",
         ),
         (
-            GOOD.replace(r#"on = { id = "user_id" }"#, r#"on = { id = "name" }"#),
+            GOOD.replace(r#"on = { id = "user_id" }"#, r#"on = { name = "user_id" }"#),
             ":23:",
             "the types differ",
         ),
@@ -128,8 +128,8 @@ columns = { id = "int", name"#,
         ),
         (
             GOOD.replace("name = \"orders\"", "name = \"orders"),
-            ":",
-            "TOML",
+            ":20:",
+            "invalid basic string",
         ),
     ];
     for (text, line, message) in cases {

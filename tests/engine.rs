@@ -184,7 +184,7 @@ fn documents_follow_every_change() {
     let hello = json!({"repo": "hello", "description": "Hello"});
     let world = json!({"repo": "world", "description": "World"});
     let fix = json!({"repo": "hello", "index": 1, "title": "Fix", "created_at": "2022-08-08T23:06:40Z", "status": "open"});
-    let add = json!({"repo": "hello", "index": 2, "title": "Add", "created_at": "2022-04-15T05:33:20Z", "status": "merged"});
+    let add = json!({"repo": "hello", "index": 2, "title": "Add", "created_at": "2022-04-15T05:20:00Z", "status": "merged"});
     let docs_ = json!({"repo": "world", "index": 7, "title": "Docs", "created_at": "2021-12-20T11:33:20Z", "status": "open"});
     let expected1: BTreeMap<String, String> = [
         (

@@ -424,14 +424,16 @@ impl<'a> Lowering<'a> {
                         )
                     }
                     Some(i) => key.push(i),
-                    None => return self.error(
-                        k.span(),
-                        format!(
+                    None => {
+                        return self.error(
+                            k.span(),
+                            format!(
                             "primary key column `{}` is not a declared column of source `{name}`",
                             k.get_ref()
                         ),
-                        "declare it under columns",
-                    ),
+                            "declare it under columns",
+                        )
+                    }
                 }
             }
             if key.is_empty() {
