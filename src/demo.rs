@@ -79,19 +79,7 @@ pub fn run(seconds: u64, scale: usize, workers: usize) -> anyhow::Result<()> {
 
     let printer = printer(&kafka, &product.output_topic)?;
     let mut printed = 0usize;
-    let mut print_until = |printer: &Reader, deadline: Instant| {
-        while Instant::now() < deadline {
-            if let Some(Ok(m)) = printer.poll(Duration::from_millis(50)) {
-                printed += 1;
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default());
-                match m.payload() {
-                    Some(v) => println!("{key} → {}", shorten(&String::from_utf8_lossy(v), 220)),
-                    None => println!("{key} → (deleted: tombstone)"),
-                }
-            }
-        }
-    };
-    print_until(&printer, Instant::now() + Duration::from_secs(3));
+    printed += print_until(&printer, Instant::now() + Duration::from_secs(3));
     println!("--- streaming {} changes over {seconds}s: inserts, updates, deletes, moves, fan-out, duplicates, replays ---", records.len() - snapshot);
     let pace = Duration::from_secs(seconds) / (records.len() - snapshot).max(1) as u32;
     for r in &records[snapshot..] {
@@ -101,9 +89,18 @@ pub fn run(seconds: u64, scale: usize, workers: usize) -> anyhow::Result<()> {
             r.value.as_deref(),
         )?;
         producer.flush()?;
-        print_until(&printer, Instant::now() + pace);
+        printed += print_until(&printer, Instant::now() + pace);
     }
-    print_until(&printer, Instant::now() + Duration::from_secs(2));
+    // Let the job finish the last changes before stopping it: wait until the output is quiet.
+    let mut quiet_since = Instant::now();
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end && quiet_since.elapsed() < Duration::from_secs(2) {
+        let more = print_until(&printer, Instant::now() + Duration::from_millis(200));
+        printed += more;
+        if more > 0 {
+            quiet_since = Instant::now();
+        }
+    }
     stop.store(true, Ordering::SeqCst);
     let report = job
         .join()
@@ -127,6 +124,22 @@ pub fn run(seconds: u64, scale: usize, workers: usize) -> anyhow::Result<()> {
         "the demo's output does not match its inputs"
     );
     Ok(())
+}
+
+/// Prints the documents the job writes until `deadline`; returns how many.
+fn print_until(printer: &Reader, deadline: Instant) -> usize {
+    let mut printed = 0;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = printer.poll(Duration::from_millis(50)) {
+            printed += 1;
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default());
+            match m.payload() {
+                Some(v) => println!("{key} → {}", shorten(&String::from_utf8_lossy(v), 220)),
+                None => println!("{key} → (deleted: tombstone)"),
+            }
+        }
+    }
+    printed
 }
 
 fn printer(kafka: &KafkaOptions, topic: &str) -> anyhow::Result<Reader> {

@@ -102,6 +102,9 @@ impl JobReport {
 /// Runs the job on this process's workers until it stops, and reports.
 pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobReport> {
     let start = Instant::now();
+    if timely_process_index(&timely) == 0 {
+        create_outputs(&options)?;
+    }
     let abort = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(timely, move |worker| {
         let result = run_worker(worker, &options, &abort, start);
@@ -156,9 +159,6 @@ fn run_worker(
     let counts = options
         .kafka
         .partition_counts(&topics, options.topic_wait)?;
-    if index == 0 {
-        create_outputs(options, &counts);
-    }
     let mut readers = Vec::new();
     for (s, partitions) in assignment(index, peers, &counts).into_iter().enumerate() {
         readers.push(TopicReader::open(
@@ -299,14 +299,46 @@ fn run_worker(
 
 /// Creates missing output topics with as many partitions as the root source has. A broker that
 /// refuses (no permission, no admin API) is logged: the producer then reports its own error.
-fn create_outputs(options: &JobOptions, counts: &[i32]) {
+fn create_outputs(options: &JobOptions) -> anyhow::Result<()> {
+    let topics: Vec<&str> = options
+        .plan
+        .sources
+        .iter()
+        .map(|s| s.topic.as_str())
+        .collect();
+    let counts = options
+        .kafka
+        .partition_counts(&topics, options.topic_wait)?;
     for product in &options.plan.products {
-        let partitions = counts[product.root.source];
-        if let Err(e) =
-            crate::kafka::admin::ensure_topics(&options.kafka, &[&product.output_topic], partitions)
+        if options
+            .kafka
+            .partition_counts(&[&product.output_topic], Duration::ZERO)
+            .is_ok()
         {
-            tracing::warn!(topic = %product.output_topic, error = %e, "could not create the output topic; it must exist or be auto-created");
+            continue;
         }
+        let partitions = counts[product.root.source];
+        match crate::kafka::admin::ensure_topics(
+            &options.kafka,
+            &[&product.output_topic],
+            partitions,
+        ) {
+            Ok(()) => {
+                tracing::info!(topic = %product.output_topic, partitions, "created the output topic")
+            }
+            Err(e) => {
+                tracing::warn!(topic = %product.output_topic, error = %e, "could not create the output topic; it must exist or be auto-created")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The index of this process in a timely configuration.
+fn timely_process_index(config: &timely::Config) -> usize {
+    match &config.communication {
+        timely::CommunicationConfig::Cluster { process, .. } => *process,
+        _ => 0,
     }
 }
 
