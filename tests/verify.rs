@@ -1,5 +1,5 @@
 //! Replay verification at scale, against a real broker: generate Debezium topics, run the engine
-//! with one and two workers, and check every document with `denorm verify`; then tamper with an
+//! with one and two workers and with two processes, and check every document with `denorm verify`; then tamper with an
 //! output topic and check that verify fails and says where.
 
 mod common;
@@ -37,7 +37,12 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
     let brokers = brokers();
     let one = variant(dir.path(), &prefix, "profiles_w1");
     let two = variant(dir.path(), &prefix, "profiles_w2");
-    let (one, two) = (one.to_str().unwrap(), two.to_str().unwrap());
+    let procs = variant(dir.path(), &prefix, "profiles_n2");
+    let (one, two, procs) = (
+        one.to_str().unwrap(),
+        two.to_str().unwrap(),
+        procs.to_str().unwrap(),
+    );
 
     let generated = run_ok(&[
         "gen",
@@ -82,7 +87,64 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
         "-w",
         "2",
     ]);
-    for file in [one, two] {
+    // Two processes of two workers each, on localhost.
+    let hostfile = dir.path().join("hosts");
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    std::fs::write(
+        &hostfile,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let hosts = hostfile.to_str().unwrap();
+    let second = denorm()
+        .args([
+            "run",
+            procs,
+            "--brokers",
+            &brokers,
+            "--exit-when-caught-up",
+            "-w",
+            "2",
+            "-n",
+            "2",
+            "-p",
+            "1",
+            "-h",
+            hosts,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    run_ok(&[
+        "run",
+        procs,
+        "--brokers",
+        &brokers,
+        "--exit-when-caught-up",
+        "-w",
+        "2",
+        "-n",
+        "2",
+        "-p",
+        "0",
+        "-h",
+        hosts,
+    ]);
+    let status = second.wait_with_output().unwrap().status;
+    assert!(status.success(), "process 1 of 2 failed: {status}");
+    for file in [one, two, procs] {
         let report = run_ok(&["verify", file, "--brokers", &brokers]);
         assert!(report.contains(": OK"), "{report}");
         assert!(
@@ -93,8 +155,10 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
     // The same documents, byte for byte, whatever the worker count.
     let a = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_w1")).unwrap();
     let b = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_w2")).unwrap();
+    let c = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_n2")).unwrap();
     assert!(a.len() > 5000);
     assert_eq!(a, b);
+    assert_eq!(a, c);
 
     // Tamper: change one document, delete another, add one that should not exist.
     let mut keys = a.keys();
