@@ -197,3 +197,49 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
     );
     assert!(report.contains(".username: expected"), "{report}");
 }
+
+#[test]
+fn verify_passes_for_a_four_level_product_with_many_to_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("shop");
+    let brokers = brokers();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/shop_orders.toml"
+    ))
+    .unwrap();
+    let file = dir.path().join("shop_orders.toml");
+    std::fs::write(&file, text.replace("\"shop.", &format!("\"{prefix}."))).unwrap();
+    let file = file.to_str().unwrap();
+    run_ok(&[
+        "gen",
+        file,
+        "--brokers",
+        &brokers,
+        "--scale",
+        "2000",
+        "--changes",
+        "5000",
+        "--seed",
+        "3",
+        "--partitions",
+        "3",
+    ]);
+    run_ok(&[
+        "run",
+        file,
+        "--brokers",
+        &brokers,
+        "--exit-when-caught-up",
+        "-w",
+        "2",
+    ]);
+    let report = run_ok(&["verify", file, "--brokers", &brokers]);
+    assert!(report.contains("shop_orders: OK"), "{report}");
+    let docs = denorm::verify::read_output(&kafka(), &format!("{prefix}.customer_orders")).unwrap();
+    // The nesting reached the fourth level somewhere.
+    assert!(
+        docs.values().any(|d| d.contains("\"tags\":[\"")),
+        "no product with tags in any document"
+    );
+}
