@@ -61,12 +61,15 @@ pub fn run(seconds: u64, scale: usize, workers: usize) -> anyhow::Result<()> {
     // The snapshot (op r) comes first.
     let snapshot = summary.ops.r;
     let mut producer = RecordProducer::new(&kafka)?;
-    for r in &records[..snapshot] {
+    let send = |producer: &mut RecordProducer, r: &gen::Record| {
         producer.send(
             &plan.sources[r.source].topic,
             r.key.as_deref(),
             r.value.as_deref(),
-        )?;
+        )
+    };
+    for r in &records[..snapshot] {
+        send(&mut producer, r)?;
     }
     producer.flush()?;
     println!(
@@ -83,12 +86,7 @@ pub fn run(seconds: u64, scale: usize, workers: usize) -> anyhow::Result<()> {
     println!("--- streaming {} changes over {seconds}s: inserts, updates, deletes, moves, fan-out, duplicates, replays ---", records.len() - snapshot);
     let pace = Duration::from_secs(seconds) / (records.len() - snapshot).max(1) as u32;
     for r in &records[snapshot..] {
-        producer.send(
-            &plan.sources[r.source].topic,
-            r.key.as_deref(),
-            r.value.as_deref(),
-        )?;
-        producer.flush()?;
+        send(&mut producer, r)?;
         printed += print_until(&printer, Instant::now() + pace);
     }
     // Let the job finish the last changes before stopping it: wait until the output is quiet.

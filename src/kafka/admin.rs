@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode as Code;
 
 use super::client::KafkaOptions;
@@ -64,23 +63,7 @@ impl RecordProducer {
         key: Option<&str>,
         value: Option<&str>,
     ) -> anyhow::Result<()> {
-        let mut record = BaseRecord::<str, str>::to(topic);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => anyhow::bail!("cannot produce to {topic}: {e}"),
-            }
-        }
+        super::producer::send_blocking(&self.producer, topic, key, value)?;
         self.sent += 1;
         Ok(())
     }

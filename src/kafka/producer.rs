@@ -45,6 +45,33 @@ impl ProducerContext for TrackingContext {
     }
 }
 
+/// Enqueues one record (`value` `None`: a tombstone), waiting while the client's queue is full:
+/// that wait is the backpressure from a slow broker.
+pub fn send_blocking<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
+    producer: &ThreadedProducer<C>,
+    topic: &str,
+    key: Option<&str>,
+    value: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut record = BaseRecord::<str, str>::to(topic);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => anyhow::bail!("cannot produce to {topic}: {e}"),
+        }
+    }
+}
+
 /// Writes upsert records (JSON key, JSON document or tombstone) to one topic.
 pub struct KafkaWriter {
     topic: String,
@@ -100,21 +127,7 @@ impl KafkaWriter {
 impl DocWriter for KafkaWriter {
     fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
         self.check()?;
-        let mut record = BaseRecord::<str, str>::to(&self.topic).key(key);
-        if let Some(v) = value {
-            record = record.payload(v);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // Backpressure: wait for deliveries to drain the queue.
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => anyhow::bail!("cannot produce to {}: {e}", self.topic),
-            }
-        }
+        send_blocking(&self.producer, &self.topic, Some(key), value)?;
         self.written += 1;
         Ok(())
     }
