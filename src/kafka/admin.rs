@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+use std::sync::Arc;
+
+use rdkafka::producer::{Producer, ThreadedProducer};
+
+use super::producer::{DeliveryTracker, TrackingContext};
 use rdkafka::types::RDKafkaErrorCode as Code;
 
 use super::client::KafkaOptions;
@@ -35,9 +39,11 @@ pub fn ensure_topics(kafka: &KafkaOptions, topics: &[&str], partitions: i32) -> 
     Ok(())
 }
 
-/// Produces raw records in order, with backpressure; `flush` waits for every delivery.
+/// Produces raw records in order, with backpressure; `flush` waits for every delivery and
+/// fails if any record could not be delivered.
 pub struct RecordProducer {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<TrackingContext>,
+    tracker: Arc<DeliveryTracker>,
     pub sent: u64,
 }
 
@@ -51,10 +57,17 @@ impl RecordProducer {
         for (k, v) in &kafka.properties {
             config.set(k, v);
         }
-        let producer = config.create().map_err(|e| {
-            anyhow::anyhow!("cannot create a Kafka producer for {}: {e}", kafka.brokers)
-        })?;
-        Ok(RecordProducer { producer, sent: 0 })
+        let tracker = Arc::new(DeliveryTracker::default());
+        let producer = config
+            .create_with_context(TrackingContext(tracker.clone()))
+            .map_err(|e| {
+                anyhow::anyhow!("cannot create a Kafka producer for {}: {e}", kafka.brokers)
+            })?;
+        Ok(RecordProducer {
+            producer,
+            tracker,
+            sent: 0,
+        })
     }
 
     pub fn send(
@@ -71,6 +84,7 @@ impl RecordProducer {
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.producer
             .flush(Duration::from_secs(120))
-            .map_err(|e| anyhow::anyhow!("flushing produced records failed: {e}"))
+            .map_err(|e| anyhow::anyhow!("flushing produced records failed: {e}"))?;
+        self.tracker.check()
     }
 }

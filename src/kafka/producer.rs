@@ -19,6 +19,21 @@ pub struct DeliveryTracker {
     pub failure: Mutex<Option<String>>,
 }
 
+impl DeliveryTracker {
+    /// The first delivery failure, as an error.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            Some(f) => anyhow::bail!("{f}"),
+            None => Ok(()),
+        }
+    }
+}
+
 pub struct TrackingContext(pub Arc<DeliveryTracker>);
 
 impl ClientContext for TrackingContext {}
@@ -111,16 +126,7 @@ impl KafkaWriter {
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        match self
-            .tracker
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            Some(f) => anyhow::bail!("{f}"),
-            None => Ok(()),
-        }
+        self.tracker.check()
     }
 }
 
