@@ -107,11 +107,17 @@ pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobRep
     }
     let abort = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(timely, move |worker| {
-        let result = run_worker(worker, &options, &abort, start);
-        if result.is_err() {
+        // A panicking worker must stop the others too, or they would wait for it for ever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_worker(worker, &options, &abort, start)
+        }));
+        if !matches!(result, Ok(Ok(_))) {
             abort.store(true, Ordering::SeqCst);
         }
-        result.map_err(|e| format!("{e:#}"))
+        match result {
+            Ok(result) => result.map_err(|e| format!("{e:#}")),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     })
     .map_err(|e| anyhow::anyhow!("cannot start the timely workers: {e}"))?;
     let mut report = JobReport::default();
@@ -218,6 +224,10 @@ fn run_worker(
                             Ok(Change::Upsert { key, row }) => input.send(SourceEvent::Upsert { key, row: Some(row) }),
                             Ok(Change::Delete { key }) => input.send(SourceEvent::Upsert { key, row: None }),
                             Ok(Change::Truncate) => {
+                                if counts[s] > 1 {
+                                    tracing::warn!(%origin, source = %source.name, partitions = counts[s],
+                                        "truncate on a topic with several partitions: it is ordered only against the rows of its own partition");
+                                }
                                 tracing::info!(%origin, source = %source.name, "truncate: every row of the source is deleted");
                                 for w in 0..peers {
                                     input.send(SourceEvent::Truncate { worker: w as u64 });

@@ -145,9 +145,9 @@ pub fn decode(json: &Json, ty: ColumnType, schema: Option<&FieldSchema>) -> Resu
             Json::Number(n) => {
                 let v = n.as_i64().ok_or_else(|| wrong("an integer time", json))?;
                 Ok(Value::Time(match semantic {
-                    Some("io.debezium.time.Time") | Some("org.apache.kafka.connect.data.Time") => {
-                        v * 1000
-                    }
+                    Some("io.debezium.time.Time") | Some("org.apache.kafka.connect.data.Time") => v
+                        .checked_mul(1000)
+                        .ok_or_else(|| wrong("a time in range", json))?,
                     Some("io.debezium.time.NanoTime") => v / 1000,
                     _ => v, // io.debezium.time.MicroTime, and schema-less integers
                 }))
@@ -168,12 +168,17 @@ pub fn decode(json: &Json, ty: ColumnType, schema: Option<&FieldSchema>) -> Resu
                     Some("io.debezium.time.MicroTimestamp") => TimeUnit::Micros,
                     Some("io.debezium.time.NanoTimestamp") => TimeUnit::Nanos,
                     Some("io.debezium.time.Date") | Some("org.apache.kafka.connect.data.Date") => {
-                        return Ok(Value::Timestamp(v * 86_400_000_000));
+                        return v
+                            .checked_mul(86_400_000_000)
+                            .map(Value::Timestamp)
+                            .ok_or_else(|| wrong("a date in range", json));
                     }
                     _ => unit,
                 };
                 Ok(Value::Timestamp(match unit {
-                    TimeUnit::Millis => v.saturating_mul(1000),
+                    TimeUnit::Millis => v
+                        .checked_mul(1000)
+                        .ok_or_else(|| wrong("a timestamp in range", json))?,
                     TimeUnit::Micros => v,
                     TimeUnit::Nanos => v.div_euclid(1000),
                 }))

@@ -98,8 +98,14 @@ pub fn decode(
         Json::Object(map) => map,
         other => return Err(DecodeError::NotAnObject(json_kind(&other))),
     };
-    let is_envelope = payload.get("op").is_some_and(Json::is_string)
-        && (payload.contains_key("after") || payload.contains_key("before"));
+    // A change envelope has `op` and `before`/`after`; a truncate may carry neither row, but has
+    // its `source` block. (A flattened row only has `__op`.)
+    let op = payload.get("op").and_then(Json::as_str);
+    let is_envelope = op.is_some()
+        && (payload.contains_key("after")
+            || payload.contains_key("before")
+            || op == Some("t")
+            || payload.get("source").is_some_and(Json::is_object));
     if is_envelope {
         decode_envelope(source, key, schema.as_ref(), payload)
     } else {
@@ -200,17 +206,19 @@ fn upsert(
             })?,
         );
     }
-    let key_values: Vec<Value> = source.key.iter().map(|&i| values[i].clone()).collect();
-    let key = match key_values.iter().position(Value::is_null) {
-        None => Row::from(key_values),
-        Some(i) => match message_key(source, key)? {
-            Some(key) => key,
-            None => {
+    // The record key first, as for deletes, so that an upsert and a later delete of the same row
+    // always name the same key; the row's primary-key columns when there is no usable key.
+    let key = match message_key(source, key)? {
+        Some(key) => key,
+        None => {
+            let key_values: Vec<Value> = source.key.iter().map(|&i| values[i].clone()).collect();
+            if let Some(i) = key_values.iter().position(Value::is_null) {
                 return Err(DecodeError::NullKey(
                     source.columns[source.key[i]].name.clone(),
-                ))
+                ));
             }
-        },
+            Row::from(key_values)
+        }
     };
     Ok(Change::Upsert {
         key,
