@@ -6,7 +6,7 @@
 //! in the dataflow, so memory in flight is bounded by the batch size, not by the topics.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -160,7 +160,7 @@ fn run_worker(
     let handles = worker.dataflow::<Time, _, _>(|scope| {
         dataflow::build(scope, plan, |i| sinks[i].clone(), failure.clone())
     });
-    let probe = handles.probe;
+    let (computed, written) = (handles.computed, handles.written);
     let topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
     let counts = options
         .kafka
@@ -181,6 +181,16 @@ fn run_worker(
         "worker reading"
     );
 
+    // What the output topics hold now: the sinks write only what differs from it.
+    for (product, mut input) in plan.products.iter().zip(handles.emitted) {
+        let held = read_output(options, &product.output_topic, index, peers)?;
+        tracing::info!(worker = index, topic = %product.output_topic, documents = held.len(), "read the output topic");
+        for (key, doc) in held {
+            input.send(((key, doc), 0, -1));
+        }
+    }
+    let mut hold = Some(handles.hold);
+
     let mut report = WorkerReport::default();
     let mut inputs: Option<Vec<SourceInput>> = Some(handles.inputs);
     let mut time: Time = 0;
@@ -192,7 +202,7 @@ fn run_worker(
         iterations += 1;
         if last_log.elapsed() > Duration::from_secs(1) {
             last_log = Instant::now();
-            let frontier = probe.with_frontier(|f| f.to_vec());
+            let frontier = written.with_frontier(|f| f.to_vec());
             tracing::debug!(
                 worker = index,
                 iterations,
@@ -212,7 +222,7 @@ fn run_worker(
         let mut read = 0;
         if let Some(handles) = inputs.as_mut() {
             // Backpressure: let the dataflow catch up before reading more.
-            while in_flight.front().is_some_and(|t| !probe.less_equal(t)) {
+            while in_flight.front().is_some_and(|t| !computed.less_equal(t)) {
                 in_flight.pop_front();
             }
             if in_flight.len() < options.max_in_flight {
@@ -259,6 +269,7 @@ fn run_worker(
             time = next;
             if caught_up_at.is_none() && readers.iter().all(TopicReader::caught_up) {
                 caught_up_at = Some(time);
+                drop(hold.take()); // this worker no longer holds the output back
             }
             let stop = options.stop.load(Ordering::SeqCst);
             if stop || (options.exit_when_caught_up && caught_up_at.is_some()) {
@@ -270,10 +281,11 @@ fn run_worker(
                     );
                 }
                 inputs = None; // closing the inputs lets the dataflow drain and complete
+                drop(hold.take());
             }
         }
         if let Some(t) = caught_up_at {
-            if report.caught_up_after.is_none() && !probe.less_equal(&t) {
+            if report.caught_up_after.is_none() && !written.less_equal(&t) {
                 let after = start.elapsed();
                 report.caught_up_after = Some(after);
                 tracing::info!(
@@ -284,7 +296,7 @@ fn run_worker(
                 );
             }
         }
-        if inputs.is_none() && probe.done() {
+        if inputs.is_none() && written.done() {
             break;
         }
         if read == 0 {
@@ -342,6 +354,44 @@ fn create_outputs(options: &JobOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The last document per key of this worker's share of an output topic's partitions (none if
+/// the topic does not exist yet).
+fn read_output(
+    options: &JobOptions,
+    topic: &str,
+    worker: usize,
+    peers: usize,
+) -> anyhow::Result<HashMap<String, String>> {
+    let mut docs = HashMap::new();
+    let Ok(counts) = options.kafka.partition_counts(&[topic], Duration::ZERO) else {
+        return Ok(docs);
+    };
+    let partitions = assignment(worker, peers, &counts).remove(0);
+    let mut reader = TopicReader::open(&options.kafka, topic, partitions, worker)?;
+    while !reader.caught_up() {
+        if options.stop.load(Ordering::SeqCst) {
+            anyhow::bail!("stopped while reading the output topic {topic}");
+        }
+        reader.poll(
+            10_000,
+            Duration::from_millis(100),
+            |origin, key, value, _| {
+                let key = key
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .ok_or_else(|| anyhow::anyhow!("{origin}: an output record without a key"))?;
+                match value {
+                    Some(v) if !v.is_empty() => {
+                        docs.insert(key, String::from_utf8_lossy(v).into_owned())
+                    }
+                    _ => docs.remove(&key),
+                };
+                Ok(())
+            },
+        )?;
+    }
+    Ok(docs)
 }
 
 /// The index of this process in a timely configuration.

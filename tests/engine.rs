@@ -363,3 +363,79 @@ fn bad_records_stop_the_job_with_their_place() {
     let docs = final_docs(&read_all(&plan.products[0].output_topic));
     assert_eq!(docs.keys().cloned().collect::<Vec<_>>(), vec![key("a@x")]);
 }
+
+#[test]
+fn a_restart_writes_only_what_changed_while_it_was_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("restart");
+    let t = Topics {
+        prefix: prefix.clone(),
+    };
+    let file = product_file(dir.path(), "github_user_profile.toml", &prefix);
+    let plan = denorm::plan::load(&file).unwrap();
+    create_topics(&plan, 2);
+    let output = plan.products[0].output_topic.clone();
+    let run = || {
+        let out = denorm()
+            .args([
+                "run",
+                file.to_str().unwrap(),
+                "--brokers",
+                &brokers(),
+                "--exit-when-caught-up",
+                "-w",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    produce(&[
+        user(&t, 1, "a@x", "alice"),
+        user(&t, 2, "b@x", "bob"),
+        user(&t, 4, "d@x", "dave"),
+        payment(&t, 4, true),
+    ]);
+    run();
+    assert_eq!(read_all(&output).len(), 3);
+
+    // A restart with nothing new writes nothing.
+    run();
+    assert_eq!(
+        read_all(&output).len(),
+        3,
+        "a restart re-emitted unchanged documents"
+    );
+
+    // While the job is down: bob is deleted, carol comes and goes, dave's payment flips.
+    let mut down = t.delete("users", json!({"email": "b@x"}));
+    down.push(user(&t, 3, "c@x", "carol"));
+    down.extend(t.delete("users", json!({"email": "c@x"})));
+    down.push(payment(&t, 4, false));
+    produce(&down);
+    run();
+    let all = read_all(&output);
+    let new: Vec<_> = all[3..].iter().collect();
+    assert_eq!(
+        new.len(),
+        2,
+        "expected a tombstone for bob and dave's new document only: {new:#?}"
+    );
+    assert!(new.contains(&&(key("b@x"), None)), "{new:#?}");
+    assert!(
+        new.iter().any(|(k, v)| k == &key("d@x")
+            && v.as_deref()
+                .is_some_and(|d| d.contains("\"payment_verified\":false"))),
+        "{new:#?}"
+    );
+    let docs = final_docs(&all);
+    assert_eq!(
+        docs.keys().cloned().collect::<Vec<_>>(),
+        vec![key("a@x"), key("d@x")],
+        "{docs:#?}"
+    );
+}

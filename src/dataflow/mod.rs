@@ -18,6 +18,11 @@ use upsert::SourceEvent;
 
 /// A source's input handle.
 pub type SourceInput = InputHandle<Time, CapacityContainerBuilder<Vec<SourceEvent>>>;
+/// What a product's output topic held at start: `((key JSON, document JSON), 0, -1)` updates.
+pub type EmittedInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::TextUpdate>>>;
+/// Held by every worker until it has caught up with its sources; the sinks write nothing before
+/// every worker has dropped it.
+pub type HoldInput = InputHandle<Time, CapacityContainerBuilder<Vec<()>>>;
 
 /// Logical time: each worker stamps its input batches with a monotone millisecond counter.
 pub type Time = u64;
@@ -26,8 +31,14 @@ pub type Time = u64;
 pub struct Handles {
     /// One input per source of the plan, in plan order.
     pub inputs: Vec<SourceInput>,
+    /// One input per product: the documents its output topic already holds.
+    pub emitted: Vec<EmittedInput>,
+    pub hold: HoldInput,
+    /// Passed a time once the documents of every product are computed for earlier times
+    /// (upstream of the sinks; for backpressure).
+    pub computed: ProbeHandle<Time>,
     /// Passed a time once every product has written all output for earlier times.
-    pub probe: ProbeHandle<Time>,
+    pub written: ProbeHandle<Time>,
     /// Shared arrangements (source, key columns) the products use.
     pub arrangements: Vec<(usize, Vec<usize>)>,
 }
@@ -51,28 +62,40 @@ pub fn build(
         collections,
         plan.sources.iter().map(|s| s.name.clone()).collect(),
     );
-    let probe = ProbeHandle::new();
+    let mut hold = HoldInput::new();
+    let hold_stream = hold.to_stream(scope);
+    let computed = ProbeHandle::new();
+    let written = ProbeHandle::new();
+    let mut emitted = Vec::new();
     for (i, product) in plan.products.iter().enumerate() {
-        let docs = renderer.render(&product.root);
+        let docs = renderer.render(&product.root).probe_with(&computed);
         let source = &plan.sources[product.root.source];
         let key_names = source
             .key
             .iter()
             .map(|&k| source.columns[k].name.clone())
             .collect();
+        let mut input = EmittedInput::new();
+        let already = input.to_stream(scope).as_collection();
+        emitted.push(input);
         sink::sink(
             docs,
+            already,
+            hold_stream.clone(),
             &product.name,
             key_names,
             product.shape(),
             writer(i),
             failure.clone(),
         )
-        .probe_with(&probe);
+        .probe_with(&written);
     }
     Handles {
         inputs,
-        probe,
+        emitted,
+        hold,
+        computed,
+        written,
         arrangements: renderer.arrangements(),
     }
 }

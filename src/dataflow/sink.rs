@@ -1,10 +1,14 @@
 //! The output side of a product: turns the root collection's changes into upsert records.
 //!
-//! Updates are held per time until every worker has passed that time, then all completed times
-//! are taken together, key by key (see [`changes`]): a key whose document was replaced emits the
-//! new document, a key without a document at the end emits a tombstone, and a key whose changes
-//! cancel (changed and changed back) emits nothing. Each root key is owned by one worker, so
-//! records of one key are written in order by one producer.
+//! The sink compares the computed documents with what the output topic already held when the
+//! job started (read back at start-up): updates are the computed documents minus the held ones.
+//! Nothing is written until every worker has caught up with its sources (the hold input), so a
+//! restart writes only documents that differ from the topic, and tombstones for keys whose root
+//! row went away while the job was down. After that, updates are written once every worker has
+//! passed their time, all completed times together, key by key: a key whose document changed
+//! emits the new one, a key left with only a retraction emits a tombstone, and a key whose
+//! changes cancel emits nothing. Each root key is owned by one worker, so records of one key are
+//! written in order by one producer.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -12,15 +16,16 @@ use std::rc::Rc;
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::Hashable;
+use differential_dataflow::VecCollection;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::nest::Items;
 use super::Time;
-use crate::value::{write_json, write_scalar, Row, Shape, Value};
+use crate::value::{write_json, write_scalar, Row, Shape};
 
 /// Where a product's upsert records go (Kafka in a job, a vector in tests).
 pub trait DocWriter {
@@ -30,10 +35,10 @@ pub trait DocWriter {
     fn flush(&mut self) -> anyhow::Result<()>;
 }
 
-/// A keyed document with its multiplicity, waiting for its time to complete.
-type Pending = ((Row, Value), isize);
-/// A differential update of a keyed document.
-type ItemUpdate = ((Row, Value), Time, isize);
+/// A rendered `(key JSON, document JSON)` with its time and multiplicity.
+pub type TextUpdate = ((String, String), Time, isize);
+/// A rendered document with its multiplicity, waiting for its time to complete.
+type Pending = ((String, String), isize);
 
 pub type SharedWriter = Rc<RefCell<dyn DocWriter>>;
 /// The first error a worker met; the job loop stops on it.
@@ -54,27 +59,41 @@ pub fn render_key(key_names: &[String], key: &Row) -> String {
     out
 }
 
-/// Emits the changes of `docs` (root key → document) to `writer`, once per completed time.
-/// The returned stream carries nothing; probe it to know which times have been written.
+/// Emits the changes of `docs` (root key → document) against `already` (what the output topic
+/// held at start, as retractions) to `writer`. The returned stream carries nothing; probe it to
+/// know which times have been written.
+#[allow(clippy::too_many_arguments)]
 pub fn sink<'s>(
     docs: Items<'s>,
+    already: VecCollection<'s, Time, (String, String)>,
+    hold: Stream<'s, Time, Vec<()>>,
     name: &str,
     key_names: Vec<String>,
     shape: Shape,
     writer: SharedWriter,
     failure: Failure,
 ) -> Stream<'s, Time, Vec<()>> {
-    docs.inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            Exchange::new(|((key, _), _, _): &ItemUpdate| key.hashed()),
+    let rendered = docs.map(move |(key, doc)| {
+        let mut text = String::new();
+        write_json(&doc, &shape, &mut text);
+        (render_key(&key_names, &key), text)
+    });
+    rendered
+        .concat(already)
+        .inner
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            hold,
+            Exchange::new(|((key, _), _, _): &TextUpdate| key.hashed()),
+            Pipeline,
             &format!("Sink({name})"),
             move |_cap, _info| {
-                // Updates of times not yet complete, with a capability so that the probe does
-                // not pass a time before its documents are written.
+                // Updates of times not yet written, each with a capability so that the probe after
+                // the sink does not pass a time before its documents are written.
                 let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Pending>)> = BTreeMap::new();
-                let mut ready: Vec<ItemUpdate> = Vec::new();
-                let mut text = String::new();
-                move |(input, frontier), _output| {
+                let mut held = 0usize;
+                let mut compacted_at = 1024usize;
+                let mut ready: Vec<Pending> = Vec::new();
+                move |(input, frontier), (hold, hold_frontier), _output| {
                     input.for_each(|cap, data| {
                         for (kv, time, diff) in data.drain(..) {
                             pending
@@ -82,83 +101,77 @@ pub fn sink<'s>(
                                 .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
                                 .1
                                 .push((kv, diff));
+                            held += 1;
                         }
                     });
-                    let mut held = Vec::new();
+                    hold.for_each(|_, _| {});
+                    if !hold_frontier.is_empty() {
+                        // Hydrating: merge the completed times into the earliest one and consolidate,
+                        // so the buffer holds about one document per key.
+                        if held > 2 * compacted_at {
+                            let complete: Vec<Time> = pending
+                                .keys()
+                                .copied()
+                                .take_while(|t| !frontier.less_equal(t))
+                                .collect();
+                            if let Some((&first, rest)) = complete.split_first() {
+                                let mut merged = Vec::new();
+                                for t in rest {
+                                    if let Some((_, mut batch)) = pending.remove(t) {
+                                        merged.append(&mut batch);
+                                    }
+                                }
+                                if let Some((_, batch)) = pending.get_mut(&first) {
+                                    batch.append(&mut merged);
+                                    consolidate(batch);
+                                }
+                            }
+                            held = pending.values().map(|(_, b)| b.len()).sum();
+                            compacted_at = held.max(1024);
+                        }
+                        return;
+                    }
+                    let mut caps = Vec::new();
                     while let Some(entry) = pending.first_entry() {
                         if frontier.less_equal(entry.key()) {
                             break;
                         }
-                        let time = *entry.key();
-                        let (cap, batch) = entry.remove();
-                        ready.extend(batch.into_iter().map(|(kv, diff)| (kv, time, diff)));
-                        held.push(cap);
+                        let (cap, mut batch) = entry.remove();
+                        held -= batch.len();
+                        ready.append(&mut batch);
+                        caps.push(cap);
                     }
                     if ready.is_empty() {
                         return;
                     }
                     let mut writer = writer.borrow_mut();
-                    for (key, write) in changes(&mut ready) {
-                        let key_text = render_key(&key_names, &key);
-                        let result = match write {
-                            Some(doc) => {
-                                text.clear();
-                                write_json(&doc, &shape, &mut text);
-                                writer.write(&key_text, Some(&text))
-                            }
-                            None => writer.write(&key_text, None),
-                        };
-                        if let Err(e) = result {
+                    for (key, doc) in changes(&mut ready) {
+                        if let Err(e) = writer.write(&key, doc.as_deref()) {
                             failure.borrow_mut().get_or_insert(e);
                         }
                     }
                     ready.clear();
-                    drop(held);
+                    drop(caps);
                 }
             },
         )
 }
 
-/// What to write for the updates of several completed times, key by key: `Some(doc)` when the
-/// key's document at the last time differs from the one before the first, `None` (a tombstone)
-/// when the key has no document at the last time, nothing when the changes cancel out and the
-/// key still has its document. A key whose document appeared and disappeared within the
-/// window gets a tombstone too (harmless for a key never written): after a restart, whose
-/// replay rebuilds the state in large batches, a document of the previous run may be in the
-/// output topic. (A root row inserted and deleted within one input batch never reaches the sink
-/// at all; reconciling with the output topic at start-up is what will cover that case.)
-pub fn changes(updates: &mut [ItemUpdate]) -> Vec<(Row, Option<Value>)> {
-    updates.sort_by(|a, b| (&a.0 .0, a.1, &a.0 .1).cmp(&(&b.0 .0, b.1, &b.0 .1)));
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < updates.len() {
-        let key = updates[i].0 .0.clone();
-        let mut j = i;
-        while j < updates.len() && updates[j].0 .0 == key {
-            j += 1;
+/// The records to write for the updates of completed times, key by key: the new document of a
+/// key whose document changed, a tombstone (`None`) for a key left with only a retraction, and
+/// nothing for a key whose updates cancel.
+pub fn changes(updates: &mut Vec<Pending>) -> Vec<(String, Option<String>)> {
+    consolidate(updates);
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for ((key, doc), diff) in updates.drain(..) {
+        match out.last_mut() {
+            Some((last, current)) if *last == key => {
+                if diff > 0 {
+                    *current = Some(doc);
+                }
+            }
+            _ => out.push((key, (diff > 0).then_some(doc))),
         }
-        let group = &updates[i..j];
-        let last_time = group[j - i - 1].1;
-        // The document at the last time: its positive update, once that time is consolidated.
-        let mut at_last: Vec<(&Value, isize)> = group
-            .iter()
-            .filter(|u| u.1 == last_time)
-            .map(|u| (&u.0 .1, u.2))
-            .collect();
-        consolidate(&mut at_last);
-        let current = at_last
-            .iter()
-            .find(|(_, d)| *d > 0)
-            .map(|(v, _)| (*v).clone());
-        // The net change over the whole window.
-        let mut net: Vec<(&Value, isize)> = group.iter().map(|u| (&u.0 .1, u.2)).collect();
-        consolidate(&mut net);
-        match current {
-            Some(doc) if !net.is_empty() => out.push((key, Some(doc))),
-            Some(_) => {}
-            None => out.push((key, None)),
-        }
-        i = j;
     }
     out
 }
@@ -166,38 +179,33 @@ pub fn changes(updates: &mut [ItemUpdate]) -> Vec<(Row, Option<Value>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::row;
 
-    fn update(key: i64, doc: &str, time: Time, diff: isize) -> ItemUpdate {
-        ((row([Value::Int(key)]), Value::str(doc)), time, diff)
+    fn update(key: &str, doc: &str, diff: isize) -> Pending {
+        ((key.to_owned(), doc.to_owned()), diff)
     }
 
     #[test]
     fn writes_only_real_changes_and_tombstones_what_is_gone() {
         let mut updates = vec![
-            update(1, "a", 1, 1),  // 1: inserted
-            update(2, "b", 1, -1), // 2: replaced
-            update(2, "c", 1, 1),
-            update(3, "d", 1, -1), // 3: deleted
-            update(4, "e", 1, -1), // 4: changed and changed back: nothing
-            update(4, "f", 1, 1),
-            update(4, "f", 2, -1),
-            update(4, "e", 2, 1),
-            update(5, "g", 1, 1), // 5: inserted then deleted: tombstone (a previous run may have written it)
-            update(5, "g", 3, -1),
-            update(6, "h", 2, -1), // 6: deleted then inserted again with another document
-            update(6, "i", 3, 1),
+            update("1", "a", 1),  // inserted
+            update("2", "b", -1), // replaced (b was in the topic)
+            update("2", "c", 1),
+            update("3", "d", -1), // deleted (or gone while the job was down)
+            update("4", "e", -1), // changed and changed back, or computed equal to the topic
+            update("4", "f", 1),
+            update("4", "f", -1),
+            update("4", "e", 1),
+            update("5", "g", 1), // inserted then deleted: nothing
+            update("5", "g", -1),
         ];
         let out = changes(&mut updates);
-        let expect = |k: i64, d: Option<&str>| (row([Value::Int(k)]), d.map(Value::str));
+        let expect = |k: &str, d: Option<&str>| (k.to_owned(), d.map(str::to_owned));
         assert_eq!(
             out,
             vec![
-                expect(1, Some("a")),
-                expect(2, Some("c")),
-                expect(3, None),
-                expect(5, None),
-                expect(6, Some("i"))
+                expect("1", Some("a")),
+                expect("2", Some("c")),
+                expect("3", None)
             ]
         );
     }
