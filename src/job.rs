@@ -70,6 +70,8 @@ pub struct WorkerReport {
     pub decode_errors: u64,
     pub documents_written: u64,
     pub caught_up_after: Option<Duration>,
+    /// When every worker of the job had caught up and the output was written.
+    pub job_caught_up_after: Option<Duration>,
 }
 
 /// What the job did, summed over this process's workers.
@@ -160,7 +162,8 @@ fn run_worker(
     let handles = worker.dataflow::<Time, _, _>(|scope| {
         dataflow::build(scope, plan, |i| sinks[i].clone(), failure.clone())
     });
-    let (computed, written) = (handles.computed, handles.written);
+    let (computed, written, all_caught_up) =
+        (handles.computed, handles.written, handles.all_caught_up);
     let topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
     let counts = options
         .kafka
@@ -196,6 +199,7 @@ fn run_worker(
     let mut time: Time = 0;
     let mut in_flight: VecDeque<Time> = VecDeque::new();
     let mut caught_up_at: Option<Time> = None;
+    let mut job_caught_up_at: Option<Time> = None;
     let mut last_log = Instant::now();
     let mut iterations = 0u64;
     loop {
@@ -269,7 +273,14 @@ fn run_worker(
             time = next;
             if caught_up_at.is_none() && readers.iter().all(TopicReader::caught_up) {
                 caught_up_at = Some(time);
-                drop(hold.take()); // this worker no longer holds the output back
+                // Tell every worker's sinks at which time this worker caught up, and stop
+                // holding the output back.
+                if let Some(mut h) = hold.take() {
+                    h.advance_to(time);
+                    for w in 0..peers {
+                        h.send(w as u64);
+                    }
+                }
             }
             let stop = options.stop.load(Ordering::SeqCst);
             if stop || (options.exit_when_caught_up && caught_up_at.is_some()) {
@@ -294,6 +305,22 @@ fn run_worker(
                     records_read = report.records_read,
                     "caught up with the sources"
                 );
+            }
+        }
+        if job_caught_up_at.is_none() && all_caught_up.done() {
+            job_caught_up_at = Some(time);
+        }
+        if let Some(t) = job_caught_up_at {
+            if report.job_caught_up_after.is_none() && !written.less_equal(&t) {
+                let after = start.elapsed();
+                report.job_caught_up_after = Some(after);
+                if index == 0 {
+                    tracing::info!(
+                        seconds = after.as_secs_f64(),
+                        workers = peers,
+                        "job caught up: every worker read its partitions to the end they had at start, and the output is written"
+                    );
+                }
             }
         }
         if inputs.is_none() && written.done() {

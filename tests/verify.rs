@@ -1,5 +1,5 @@
 //! Replay verification at scale, against a real broker: generate Debezium topics, run the engine
-//! with one and two workers and with two processes, and check every document with `denorm verify`; then tamper with an
+//! with one, two and four workers and with two processes of two workers, and check every document with `denorm verify`; then tamper with an
 //! output topic and check that verify fails and says where.
 
 mod common;
@@ -38,9 +38,11 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
     let one = variant(dir.path(), &prefix, "profiles_w1");
     let two = variant(dir.path(), &prefix, "profiles_w2");
     let procs = variant(dir.path(), &prefix, "profiles_n2");
-    let (one, two, procs) = (
+    let four = variant(dir.path(), &prefix, "profiles_w4");
+    let (one, two, four, procs) = (
         one.to_str().unwrap(),
         two.to_str().unwrap(),
+        four.to_str().unwrap(),
         procs.to_str().unwrap(),
     );
 
@@ -86,6 +88,15 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
         "--exit-when-caught-up",
         "-w",
         "2",
+    ]);
+    run_ok(&[
+        "run",
+        four,
+        "--brokers",
+        &brokers,
+        "--exit-when-caught-up",
+        "-w",
+        "4",
     ]);
     // Two processes of two workers each, on localhost.
     let hostfile = dir.path().join("hosts");
@@ -144,7 +155,7 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
     ]);
     let status = second.wait_with_output().unwrap().status;
     assert!(status.success(), "process 1 of 2 failed: {status}");
-    for file in [one, two, procs] {
+    for file in [one, two, four, procs] {
         let report = run_ok(&["verify", file, "--brokers", &brokers]);
         assert!(report.contains(": OK"), "{report}");
         assert!(
@@ -155,10 +166,29 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
     // The same documents, byte for byte, whatever the worker count.
     let a = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_w1")).unwrap();
     let b = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_w2")).unwrap();
+    let d = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_w4")).unwrap();
     let c = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_n2")).unwrap();
     assert!(a.len() > 5000);
     assert_eq!(a, b);
+    assert_eq!(a, d);
     assert_eq!(a, c);
+
+    // A restart over a complete output topic writes nothing (no burst of re-emissions).
+    let before = read_all(&format!("{prefix}.profiles_w2")).len();
+    run_ok(&[
+        "run",
+        two,
+        "--brokers",
+        &brokers,
+        "--exit-when-caught-up",
+        "-w",
+        "2",
+    ]);
+    assert_eq!(
+        read_all(&format!("{prefix}.profiles_w2")).len(),
+        before,
+        "a restart re-emitted documents"
+    );
 
     // Tamper: change one document, delete another, add one that should not exist.
     let mut keys = a.keys();

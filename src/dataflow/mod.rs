@@ -20,9 +20,12 @@ use upsert::SourceEvent;
 pub type SourceInput = InputHandle<Time, CapacityContainerBuilder<Vec<SourceEvent>>>;
 /// What a product's output topic held at start: `((key JSON, document JSON), 0, -1)` updates.
 pub type EmittedInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::TextUpdate>>>;
-/// Held by every worker until it has caught up with its sources; the sinks write nothing before
-/// every worker has dropped it.
-pub type HoldInput = InputHandle<Time, CapacityContainerBuilder<Vec<()>>>;
+/// Held by every worker until it has caught up with its sources. Then it sends, at the time it
+/// caught up, one message addressed to each worker (the value is the addressee) and drops the
+/// handle. The sinks write nothing before every worker has dropped it and every time before the
+/// latest of those messages is complete: that is when all of the sources' start-time contents
+/// are in the documents.
+pub type HoldInput = InputHandle<Time, CapacityContainerBuilder<Vec<u64>>>;
 
 /// Logical time: each worker stamps its input batches with a monotone millisecond counter.
 pub type Time = u64;
@@ -34,6 +37,8 @@ pub struct Handles {
     /// One input per product: the documents its output topic already holds.
     pub emitted: Vec<EmittedInput>,
     pub hold: HoldInput,
+    /// Done once every worker of every process has dropped its hold: all caught up.
+    pub all_caught_up: ProbeHandle<Time>,
     /// Passed a time once the documents of every product are computed for earlier times
     /// (upstream of the sinks; for backpressure).
     pub computed: ProbeHandle<Time>,
@@ -64,6 +69,7 @@ pub fn build(
     );
     let mut hold = HoldInput::new();
     let hold_stream = hold.to_stream(scope);
+    let (all_caught_up, hold_stream) = hold_stream.probe();
     let computed = ProbeHandle::new();
     let written = ProbeHandle::new();
     let mut emitted = Vec::new();
@@ -94,6 +100,7 @@ pub fn build(
         inputs,
         emitted,
         hold,
+        all_caught_up,
         computed,
         written,
         arrangements: renderer.arrangements(),

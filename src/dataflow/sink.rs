@@ -18,7 +18,7 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::Hashable;
 use differential_dataflow::VecCollection;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
@@ -66,7 +66,7 @@ pub fn render_key(key_names: &[String], key: &Row) -> String {
 pub fn sink<'s>(
     docs: Items<'s>,
     already: VecCollection<'s, Time, (String, String)>,
-    hold: Stream<'s, Time, Vec<()>>,
+    hold: Stream<'s, Time, Vec<u64>>,
     name: &str,
     key_names: Vec<String>,
     shape: Shape,
@@ -84,7 +84,7 @@ pub fn sink<'s>(
         .binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
             hold,
             Exchange::new(|((key, _), _, _): &TextUpdate| key.hashed()),
-            Pipeline,
+            Exchange::new(|worker: &u64| *worker),
             &format!("Sink({name})"),
             move |_cap, _info| {
                 // Updates of times not yet written, each with a capability so that the probe after
@@ -93,6 +93,8 @@ pub fn sink<'s>(
                 let mut held = 0usize;
                 let mut compacted_at = 1024usize;
                 let mut ready: Vec<Pending> = Vec::new();
+                // The latest time at which a worker said it caught up.
+                let mut release_at: Option<Time> = None;
                 move |(input, frontier), (hold, hold_frontier), _output| {
                     input.for_each(|cap, data| {
                         for (kv, time, diff) in data.drain(..) {
@@ -104,8 +106,14 @@ pub fn sink<'s>(
                             held += 1;
                         }
                     });
-                    hold.for_each(|_, _| {});
-                    if !hold_frontier.is_empty() {
+                    hold.for_each(|cap, _| {
+                        if let Some(&t) = cap.least() {
+                            release_at = release_at.max(Some(t));
+                        }
+                    });
+                    let hydrating = !hold_frontier.is_empty()
+                        || release_at.is_some_and(|t| frontier.less_equal(&t));
+                    if hydrating {
                         // Hydrating: merge the completed times into the earliest one and consolidate,
                         // so the buffer holds about one document per key.
                         if held > 2 * compacted_at {
@@ -145,6 +153,7 @@ pub fn sink<'s>(
                         return;
                     }
                     let mut writer = writer.borrow_mut();
+                    tracing::debug!(updates = ready.len(), ?release_at, "sink writes a window");
                     for (key, doc) in changes(&mut ready) {
                         if let Err(e) = writer.write(&key, doc.as_deref()) {
                             failure.borrow_mut().get_or_insert(e);
