@@ -178,9 +178,29 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// A process of a multi-process job that loses another one cannot go on (timely needs all of
+/// them): say so plainly and exit, instead of a panic trace per thread.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        if message.contains("timely communication error") || message.contains("MergeQueue poisoned")
+        {
+            eprintln!(
+                "error: lost the connection to another process of the job ({message}). A timely job cannot go on \
+                 without all of its processes: start them all again (each rebuilds its state from the topics and \
+                 writes only what differs from the output topic)."
+            );
+            std::process::exit(3);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    install_panic_hook();
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

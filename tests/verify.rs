@@ -273,3 +273,123 @@ fn verify_passes_for_a_four_level_product_with_many_to_one() {
         "no product with tags in any document"
     );
 }
+
+#[test]
+fn a_dead_process_stops_the_job_and_a_restart_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("procs");
+    let brokers = brokers();
+    let file = variant(dir.path(), &prefix, "profiles");
+    let file = file.to_str().unwrap();
+    run_ok(&[
+        "gen",
+        file,
+        "--brokers",
+        &brokers,
+        "--scale",
+        "500",
+        "--changes",
+        "500",
+        "--seed",
+        "9",
+        "--partitions",
+        "2",
+    ]);
+    let hosts = dir.path().join("hosts");
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    std::fs::write(
+        &hosts,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let hosts = hosts.to_str().unwrap();
+    let spawn = |process: &str| {
+        denorm()
+            .args([
+                "run",
+                file,
+                "--brokers",
+                &brokers,
+                "-w",
+                "1",
+                "-n",
+                "2",
+                "-p",
+                process,
+                "-h",
+                hosts,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let survivor = spawn("0");
+    let mut victim = spawn("1");
+    // Let the job start and write its documents, then kill one process.
+    let output = format!("{prefix}.profiles");
+    assert!(wait_for(std::time::Duration::from_secs(60), || !read_all(
+        &output
+    )
+    .is_empty()));
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let out = survivor.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("lost the connection to another process of the job"),
+        "{stderr}"
+    );
+
+    // Starting all processes again recovers to the right output.
+    let second = denorm()
+        .args([
+            "run",
+            file,
+            "--brokers",
+            &brokers,
+            "--exit-when-caught-up",
+            "-w",
+            "1",
+            "-n",
+            "2",
+            "-p",
+            "1",
+            "-h",
+            hosts,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    run_ok(&[
+        "run",
+        file,
+        "--brokers",
+        &brokers,
+        "--exit-when-caught-up",
+        "-w",
+        "1",
+        "-n",
+        "2",
+        "-p",
+        "0",
+        "-h",
+        hosts,
+    ]);
+    assert!(second.wait_with_output().unwrap().status.success());
+    let report = run_ok(&["verify", file, "--brokers", &brokers]);
+    assert!(report.contains(": OK"), "{report}");
+}
