@@ -200,6 +200,7 @@ fn run_worker(
     let mut in_flight: VecDeque<Time> = VecDeque::new();
     let mut caught_up_at: Option<Time> = None;
     let mut job_caught_up_at: Option<Time> = None;
+    let mut read_since = vec![0u64; readers.len()];
     let mut last_log = Instant::now();
     let mut iterations = 0u64;
     loop {
@@ -233,6 +234,7 @@ fn run_worker(
                 for (s, reader) in readers.iter_mut().enumerate() {
                     let source = &plan.sources[s];
                     let input = &mut handles[s];
+                    let before = read;
                     read += reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, _ts| {
                         match decode::decode(source, key, value) {
                             Ok(Change::Upsert { key, row }) => input.send(SourceEvent::Upsert { key, row: Some(row) }),
@@ -251,9 +253,19 @@ fn run_worker(
                         }
                         Ok(())
                     })?;
+                    read_since[s] += (read - before) as u64;
                 }
             }
             report.records_read += read as u64;
+            for (reader, count) in readers.iter().zip(&mut read_since) {
+                if *count > 0 {
+                    crate::metrics::metrics()
+                        .records_read
+                        .get_or_create(&crate::metrics::topic(&reader.topic))
+                        .inc_by(*count);
+                    *count = 0;
+                }
+            }
             // Time follows the wall clock (in ms), and moves on by one past a batch of data. It
             // never runs ahead while idle: the global frontier is the slowest worker's clock.
             let clock = start.elapsed().as_millis() as Time;
@@ -314,6 +326,10 @@ fn run_worker(
             if report.job_caught_up_after.is_none() && !written.less_equal(&t) {
                 let after = start.elapsed();
                 report.job_caught_up_after = Some(after);
+                crate::metrics::metrics().caught_up.set(1);
+                crate::metrics::metrics()
+                    .hydration_seconds
+                    .set(after.as_secs_f64());
                 if index == 0 {
                     tracing::info!(
                         seconds = after.as_secs_f64(),
@@ -436,6 +452,10 @@ fn bad_record(
     report: &mut WorkerReport,
 ) -> anyhow::Result<()> {
     report.decode_errors += 1;
+    crate::metrics::metrics()
+        .decode_errors
+        .get_or_create(&crate::metrics::topic(&origin.topic))
+        .inc();
     match policy {
         ErrorPolicy::Fail => anyhow::bail!("cannot decode the record at {origin}: {error} (run with --on-error skip to log and skip such records)"),
         ErrorPolicy::Skip => {

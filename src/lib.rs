@@ -8,6 +8,7 @@ pub mod explain;
 pub mod gen;
 pub mod job;
 pub mod kafka;
+pub mod metrics;
 pub mod plan;
 pub mod spec;
 pub mod temporal;

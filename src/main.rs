@@ -97,6 +97,9 @@ struct RunArgs {
     /// Records read per source per step.
     #[arg(long, default_value_t = 4096)]
     batch_size: usize,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), at any path.
+    #[arg(long, env = "DENORM_METRICS_ADDR")]
+    metrics_addr: Option<String>,
     /// Timely: worker threads per process.
     #[arg(short = 'w', long, default_value_t = 1)]
     workers: usize,
@@ -254,6 +257,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::load_all(&args.files)?;
     let kafka = args.kafka.options()?;
     tracing::info!(brokers = %kafka.brokers, settings = ?kafka.redacted(), products = plan.products.len(), sources = plan.sources.len(), "starting");
+    if let Some(addr) = &args.metrics_addr {
+        denorm::metrics::serve(addr)?;
+    }
     let mut options = JobOptions::new(plan, kafka);
     options.exit_when_caught_up = args.exit_when_caught_up;
     options.on_error = args.on_error;

@@ -439,3 +439,82 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
         "{docs:#?}"
     );
 }
+
+/// Fetches the metrics text from `addr` (a minimal HTTP GET).
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+#[test]
+fn metrics_say_what_was_read_and_when_the_job_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("metrics");
+    let t = Topics {
+        prefix: prefix.clone(),
+    };
+    let file = product_file(dir.path(), "github_user_profile.toml", &prefix);
+    let plan = denorm::plan::load(&file).unwrap();
+    create_topics(&plan, 1);
+    produce(&[
+        user(&t, 1, "a@x", "alice"),
+        user(&t, 2, "b@x", "bob"),
+        payment(&t, 1, true),
+        (
+            t.t("users"),
+            Some("{\"email\":\"z@x\"}".into()),
+            Some("{oops".into()),
+        ),
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut job = denorm()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--brokers",
+            &brokers(),
+            "--on-error",
+            "skip",
+            "--metrics-addr",
+            &addr,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    let caught_up = wait_for(Duration::from_secs(60), || {
+        text = scrape(&addr).unwrap_or_default();
+        text.contains("\ndenorm_caught_up 1\n")
+    });
+    job.kill().unwrap();
+    job.wait().unwrap();
+    assert!(caught_up, "{text}");
+    let users = t.t("users");
+    assert!(
+        text.contains(&format!("denorm_records_read_total{{topic=\"{users}\"}} 3")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "denorm_decode_errors_total{{topic=\"{users}\"}} 1"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "denorm_documents_written_total{{topic=\"{prefix}.user_profile\"}} 2"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("denorm_hydration_seconds "), "{text}");
+}

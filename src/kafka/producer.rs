@@ -135,6 +135,10 @@ impl DocWriter for KafkaWriter {
         self.check()?;
         send_blocking(&self.producer, &self.topic, Some(key), value)?;
         self.written += 1;
+        crate::metrics::metrics()
+            .documents_written
+            .get_or_create(&crate::metrics::topic(&self.topic))
+            .inc();
         Ok(())
     }
 
