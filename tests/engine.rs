@@ -343,23 +343,15 @@ fn bad_records_stop_the_job_with_their_place() {
     assert!(stderr.contains("not valid JSON"), "{stderr}");
 
     // With --on-error skip the job goes on and the good record makes its document.
-    let out = denorm()
-        .args([
-            "run",
-            file.to_str().unwrap(),
-            "--brokers",
-            &brokers(),
-            "--exit-when-caught-up",
-            "--on-error",
-            "skip",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "run",
+        file.to_str().unwrap(),
+        "--brokers",
+        &brokers(),
+        "--exit-when-caught-up",
+        "--on-error",
+        "skip",
+    ]);
     let docs = final_docs(&read_all(&plan.products[0].output_topic));
     assert_eq!(docs.keys().cloned().collect::<Vec<_>>(), vec![key("a@x")]);
 }
@@ -376,23 +368,15 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
     create_topics(&plan, 2);
     let output = plan.products[0].output_topic.clone();
     let run = || {
-        let out = denorm()
-            .args([
-                "run",
-                file.to_str().unwrap(),
-                "--brokers",
-                &brokers(),
-                "--exit-when-caught-up",
-                "-w",
-                "2",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(&[
+            "run",
+            file.to_str().unwrap(),
+            "--brokers",
+            &brokers(),
+            "--exit-when-caught-up",
+            "-w",
+            "2",
+        ]);
     };
     produce(&[
         user(&t, 1, "a@x", "alice"),

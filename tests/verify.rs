@@ -19,17 +19,6 @@ fn variant(dir: &Path, prefix: &str, output: &str) -> std::path::PathBuf {
     path
 }
 
-fn run_ok(args: &[&str]) -> String {
-    let out = denorm().args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "denorm {args:?} failed:\n{text}");
-    text
-}
-
 #[test]
 fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,25 +88,8 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
         "4",
     ]);
     // Two processes of two workers each, on localhost.
-    let hostfile = dir.path().join("hosts");
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    std::fs::write(
-        &hostfile,
-        ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let hosts = hostfile.to_str().unwrap();
+    let hosts = hostfile(dir.path());
+    let hosts = hosts.as_str();
     let second = denorm()
         .args([
             "run",
@@ -295,25 +267,8 @@ fn a_dead_process_stops_the_job_and_a_restart_recovers() {
         "--partitions",
         "2",
     ]);
-    let hosts = dir.path().join("hosts");
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    std::fs::write(
-        &hosts,
-        ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let hosts = hosts.to_str().unwrap();
+    let hosts = hostfile(dir.path());
+    let hosts = hosts.as_str();
     let spawn = |process: &str| {
         denorm()
             .args([

@@ -111,3 +111,38 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub fn denorm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_denorm"))
 }
+
+/// Runs `denorm ARGS`, asserts it succeeded, and returns its stdout and stderr.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = denorm().args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "denorm {args:?} failed:\n{text}");
+    text
+}
+
+/// A timely hostfile for two processes on localhost, with free ports.
+pub fn hostfile(dir: &Path) -> String {
+    let path = dir.join("hosts");
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    std::fs::write(
+        &path,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
