@@ -17,6 +17,7 @@ use crate::dataflow::upsert::SourceEvent;
 use crate::dataflow::{self, SourceInput, Time};
 use crate::decode::{self, Change};
 use crate::kafka::client::KafkaOptions;
+use crate::kafka::dlq::DeadLetters;
 use crate::kafka::producer::KafkaWriter;
 use crate::kafka::source::{assignment, Origin, TopicReader};
 use crate::plan::Plan;
@@ -28,6 +29,9 @@ pub enum ErrorPolicy {
     Fail,
     /// Log the record's place and the error, count it, and go on.
     Skip,
+    /// Write the record (original key and value, headers naming the error, topic, partition
+    /// and offset) to the dead-letter topic, log and count it, and go on.
+    Dlq,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct JobOptions {
     /// all output for it is written. For batch runs, tests and benchmarks.
     pub exit_when_caught_up: bool,
     pub on_error: ErrorPolicy,
+    /// Where `ErrorPolicy::Dlq` writes undecodable records.
+    pub dlq_topic: String,
     /// Records read per source per step.
     pub batch_size: usize,
     /// Batches a worker may have in the dataflow before it stops reading.
@@ -50,11 +56,19 @@ pub struct JobOptions {
 
 impl JobOptions {
     pub fn new(plan: Plan, kafka: KafkaOptions) -> Self {
+        let dlq_topic = format!(
+            "{}.dlq",
+            plan.products
+                .first()
+                .map(|p| p.name.as_str())
+                .unwrap_or("denorm")
+        );
         JobOptions {
             plan: Arc::new(plan),
             kafka,
             exit_when_caught_up: false,
             on_error: ErrorPolicy::Fail,
+            dlq_topic,
             batch_size: 4096,
             max_in_flight: 8,
             topic_wait: Duration::from_secs(30),
@@ -159,6 +173,10 @@ fn run_worker(
         )?)));
     }
     let sinks: Vec<SharedWriter> = writers.iter().map(|w| w.clone() as SharedWriter).collect();
+    let dead_letters = match options.on_error {
+        ErrorPolicy::Dlq => Some(DeadLetters::new(&options.kafka, &options.dlq_topic)?),
+        _ => None,
+    };
     let handles = worker.dataflow::<Time, _, _>(|scope| {
         dataflow::build(scope, plan, |i| sinks[i].clone(), failure.clone())
     });
@@ -249,7 +267,7 @@ fn run_worker(
                                     input.send(SourceEvent::Truncate { worker: w as u64 });
                                 }
                             }
-                            Err(e) => return bad_record(options.on_error, &origin, e, &mut report),
+                            Err(e) => return bad_record(options.on_error, dead_letters.as_ref(), &origin, key, value, e, &mut report),
                         }
                         Ok(())
                     })?;
@@ -348,6 +366,9 @@ fn run_worker(
             worker.step();
         }
     }
+    if let Some(dead_letters) = &dead_letters {
+        dead_letters.flush()?;
+    }
     for writer in &writers {
         let mut writer = writer.borrow_mut();
         crate::dataflow::sink::DocWriter::flush(&mut *writer)?;
@@ -394,6 +415,17 @@ fn create_outputs(options: &JobOptions) -> anyhow::Result<()> {
             Err(e) => {
                 tracing::warn!(topic = %product.output_topic, error = %e, "could not create the output topic; it must exist or be auto-created")
             }
+        }
+    }
+    if options.on_error == ErrorPolicy::Dlq
+        && options
+            .kafka
+            .partition_counts(&[&options.dlq_topic], Duration::ZERO)
+            .is_err()
+    {
+        if let Err(e) = crate::kafka::admin::ensure_topics(&options.kafka, &[&options.dlq_topic], 1)
+        {
+            tracing::warn!(topic = %options.dlq_topic, error = %e, "could not create the dead-letter topic; it must exist or be auto-created");
         }
     }
     Ok(())
@@ -447,7 +479,10 @@ fn timely_process_index(config: &timely::Config) -> usize {
 
 fn bad_record(
     policy: ErrorPolicy,
+    dead_letters: Option<&DeadLetters>,
     origin: &Origin,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
     error: decode::DecodeError,
     report: &mut WorkerReport,
 ) -> anyhow::Result<()> {
@@ -460,6 +495,12 @@ fn bad_record(
         ErrorPolicy::Fail => anyhow::bail!("cannot decode the record at {origin}: {error} (run with --on-error skip to log and skip such records)"),
         ErrorPolicy::Skip => {
             tracing::warn!(%origin, %error, "skipped a record that cannot be decoded");
+            Ok(())
+        }
+        ErrorPolicy::Dlq => {
+            let dead_letters = dead_letters.expect("a dead-letter writer exists under the dlq policy");
+            dead_letters.send(origin, key, value, &error.to_string())?;
+            tracing::warn!(%origin, %error, dlq = dead_letters.topic(), "wrote a record that cannot be decoded to the dead-letter topic");
             Ok(())
         }
     }

@@ -94,6 +94,9 @@ struct RunArgs {
     /// What to do with a record that cannot be decoded.
     #[arg(long, value_enum, env = "DENORM_ON_ERROR", default_value = "fail")]
     on_error: ErrorPolicy,
+    /// The dead-letter topic of `--on-error dlq` (default: <first product>.dlq).
+    #[arg(long, env = "DENORM_DLQ_TOPIC")]
+    dlq_topic: Option<String>,
     /// Records read per source per step.
     #[arg(long, default_value_t = 4096)]
     batch_size: usize,
@@ -263,6 +266,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = JobOptions::new(plan, kafka);
     options.exit_when_caught_up = args.exit_when_caught_up;
     options.on_error = args.on_error;
+    if let Some(topic) = args.dlq_topic.clone() {
+        options.dlq_topic = topic;
+    }
     options.batch_size = args.batch_size;
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {

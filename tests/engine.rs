@@ -502,3 +502,123 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
     );
     assert!(text.contains("denorm_hydration_seconds "), "{text}");
 }
+
+#[test]
+fn undecodable_records_go_to_the_dead_letter_topic_and_the_rest_verifies() {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::{Headers, Message};
+
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("dlq");
+    let t = Topics {
+        prefix: prefix.clone(),
+    };
+    let file = product_file(dir.path(), "github_user_profile.toml", &prefix);
+    let plan = denorm::plan::load(&file).unwrap();
+    create_topics(&plan, 1);
+    let users = t.t("users");
+    let bad = |key: Option<&str>, value: Option<&str>| {
+        (
+            users.clone(),
+            key.map(str::to_owned),
+            value.map(str::to_owned),
+        )
+    };
+    produce(&[
+        user(&t, 1, "a@x", "alice"),
+        bad(Some("{\"email\":\"m@x\"}"), Some("{not json")), // offset 1: malformed JSON
+        bad(
+            Some("{\"email\":\"o@x\"}"),
+            Some(r#"{"before":null,"after":{"id":5},"op":"x"}"#),
+        ), // 2: unknown op
+        bad(None, None),                                     // 3: a tombstone without a key
+        bad(
+            Some("{\"email\":\"w@x\"}"),
+            Some(
+                r#"{"before":null,"after":{"id":"six","email":"w@x","username":"w","registered_at":0},"op":"c"}"#,
+            ),
+        ), // 4: wrong type
+        user(&t, 2, "b@x", "bob"),
+    ]);
+    let dlq = format!("{prefix}.dead");
+    run_ok(&[
+        "run",
+        file.to_str().unwrap(),
+        "--brokers",
+        &brokers(),
+        "--exit-when-caught-up",
+        "--on-error",
+        "dlq",
+        "--dlq-topic",
+        &dlq,
+    ]);
+
+    // Each bad record is in the dead-letter topic with its bytes and where it came from.
+    let consumer = kafka().consumer("dlq-test").unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(&dlq, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < 4 {
+        match consumer.poll(Duration::from_secs(20)) {
+            Some(Ok(m)) => {
+                let headers: BTreeMap<String, String> = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                letters.push((
+                    m.payload().map(|p| String::from_utf8_lossy(p).into_owned()),
+                    headers,
+                ));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => panic!("{e}"),
+            None => break,
+        }
+    }
+    assert_eq!(letters.len(), 4, "{letters:#?}");
+    let offsets: Vec<&str> = letters
+        .iter()
+        .map(|(_, h)| h["denorm.offset"].as_str())
+        .collect();
+    assert_eq!(offsets, vec!["1", "2", "3", "4"]);
+    assert!(letters
+        .iter()
+        .all(|(_, h)| h["denorm.topic"] == users && h["denorm.partition"] == "0"));
+    assert_eq!(letters[0].0.as_deref(), Some("{not json"));
+    assert!(
+        letters[0].1["denorm.error"].contains("not valid JSON"),
+        "{letters:#?}"
+    );
+    assert!(
+        letters[1].1["denorm.error"].contains("unknown Debezium op `x`"),
+        "{letters:#?}"
+    );
+    assert!(
+        letters[2].1["denorm.error"].contains("no primary key"),
+        "{letters:#?}"
+    );
+    assert!(
+        letters[3].1["denorm.error"].contains("column `id`"),
+        "{letters:#?}"
+    );
+
+    // The good records made their documents, and verify agrees.
+    let report = run_ok(&["verify", file.to_str().unwrap(), "--brokers", &brokers()]);
+    assert!(
+        report.contains("github_user_profile: OK — expected 2, found 2"),
+        "{report}"
+    );
+    assert!(report.contains("(4 undecodable)"), "{report}");
+}

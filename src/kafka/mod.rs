@@ -3,5 +3,6 @@
 
 pub mod admin;
 pub mod client;
+pub mod dlq;
 pub mod producer;
 pub mod source;
