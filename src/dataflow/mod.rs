@@ -44,8 +44,6 @@ pub struct Handles {
     pub computed: ProbeHandle<Time>,
     /// Passed a time once every product has written all output for earlier times.
     pub written: ProbeHandle<Time>,
-    /// Shared arrangements (source, key columns) the products use.
-    pub arrangements: Vec<(usize, Vec<usize>)>,
 }
 
 /// Builds the dataflow for `plan` in `scope`; `writer(i)` gives the writer of product `i`.
@@ -103,6 +101,5 @@ pub fn build(
         all_caught_up,
         computed,
         written,
-        arrangements: renderer.arrangements(),
     }
 }

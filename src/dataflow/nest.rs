@@ -122,13 +122,6 @@ impl<'s> Renderer<'s> {
             .clone()
     }
 
-    /// Names and keys of the arrangements built so far (for `explain` and metrics).
-    pub fn arrangements(&self) -> Vec<(SourceId, Vec<usize>)> {
-        let mut keys: Vec<_> = self.keyed.keys().cloned().collect();
-        keys.sort();
-        keys
-    }
-
     /// The items of `node`, keyed by its link's child columns (by primary key at the root).
     pub fn render(&mut self, node: &Node) -> Items<'s> {
         let rows = self.sources[node.source].clone();

@@ -219,20 +219,3 @@ mod tests {
         );
     }
 }
-
-/// A writer that keeps records in memory: for tests and the embedded evaluator.
-#[derive(Default)]
-pub struct VecWriter {
-    pub records: Vec<(String, Option<String>)>,
-}
-
-impl DocWriter for VecWriter {
-    fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
-        self.records
-            .push((key.to_owned(), value.map(str::to_owned)));
-        Ok(())
-    }
-    fn flush(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-}

@@ -8,7 +8,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 use super::client::KafkaOptions;
-use super::producer::{DeliveryTracker, TrackingContext};
+use super::producer::{send_record, DeliveryTracker, TrackingContext};
 use super::source::Origin;
 
 pub struct DeadLetters {
@@ -77,21 +77,7 @@ impl DeadLetters {
         if let Some(v) = value {
             record = record.payload(v);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => anyhow::bail!("cannot write a dead letter to {}: {e}", self.topic),
-            }
-        }
+        send_record(&self.producer, record)
     }
 
     pub fn flush(&self) -> anyhow::Result<()> {

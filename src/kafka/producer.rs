@@ -75,6 +75,19 @@ pub fn send_blocking<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
     if let Some(v) = value {
         record = record.payload(v);
     }
+    send_record(producer, record)
+}
+
+/// Enqueues a prepared record, waiting while the client's queue is full.
+pub fn send_record<C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P>,
+) -> anyhow::Result<()>
+where
+    C: ProducerContext<DeliveryOpaque = ()> + 'static,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -82,7 +95,7 @@ pub fn send_blocking<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
                 record = back;
                 std::thread::sleep(Duration::from_millis(2));
             }
-            Err((e, _)) => anyhow::bail!("cannot produce to {topic}: {e}"),
+            Err((e, back)) => anyhow::bail!("cannot produce to {}: {e}", back.topic),
         }
     }
 }
