@@ -6,21 +6,26 @@
 //! in the dataflow, so memory in flight is bounded by the batch size, not by the topics.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use timely::synchronization::Sequencer;
+
+use crate::dataflow::catalog::Catalog;
 use crate::dataflow::sink::{Failure, SharedWriter};
 use crate::dataflow::upsert::SourceEvent;
-use crate::dataflow::{self, SourceInput, Time};
+use crate::dataflow::Time;
 use crate::decode::{self, Change};
 use crate::kafka::client::KafkaOptions;
 use crate::kafka::dlq::DeadLetters;
 use crate::kafka::producer::KafkaWriter;
 use crate::kafka::source::{assignment, Origin, TopicReader};
-use crate::plan::Plan;
+use crate::plan::{Plan, SourceId};
+use crate::watch::{Command, Watcher};
 
 /// What to do with a record that cannot be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +57,10 @@ pub struct JobOptions {
     pub topic_wait: Duration,
     /// Set to stop gracefully (Ctrl-C, SIGTERM): flush output and exit.
     pub stop: Arc<AtomicBool>,
+    /// Product files and folders to watch: files added, changed or removed there install,
+    /// rebuild or remove their products in the running job.
+    pub watch: Option<Vec<PathBuf>>,
+    pub watch_interval: Duration,
 }
 
 impl JobOptions {
@@ -73,6 +82,8 @@ impl JobOptions {
             max_in_flight: 8,
             topic_wait: Duration::from_secs(30),
             stop: Arc::new(AtomicBool::new(false)),
+            watch: None,
+            watch_interval: Duration::from_secs(2),
         }
     }
 }
@@ -162,77 +173,52 @@ fn run_worker(
     abort: &AtomicBool,
     start: Instant,
 ) -> anyhow::Result<WorkerReport> {
-    let plan = &options.plan;
     let (index, peers) = (worker.index(), worker.peers());
     let failure: Failure = Rc::new(RefCell::new(None));
-    let mut writers = Vec::new();
-    for product in &plan.products {
-        writers.push(Rc::new(RefCell::new(KafkaWriter::new(
-            &options.kafka,
-            &product.output_topic,
-        )?)));
-    }
-    let sinks: Vec<SharedWriter> = writers.iter().map(|w| w.clone() as SharedWriter).collect();
+    // Created first by every worker: it orders product changes the same way for all of them.
+    let mut sequencer: Sequencer<Command> = Sequencer::new(worker, start);
+    let mut catalog = Catalog::new();
+    let mut job = WorkerJob {
+        options,
+        index,
+        peers,
+        readers: BTreeMap::new(),
+        writers: HashMap::new(),
+        report: WorkerReport::default(),
+    };
+    let sources = job.install(worker, &mut catalog, (*options.plan).clone(), &failure)?;
+    job.open_readers(&catalog, &sources, options.topic_wait)?;
+    let mut watcher = match &options.watch {
+        Some(paths) if index == 0 => Some(Watcher::new(
+            paths.clone(),
+            options.watch_interval,
+            &options.plan,
+        )?),
+        _ => None,
+    };
     let dead_letters = match options.on_error {
         ErrorPolicy::Dlq => Some(DeadLetters::new(&options.kafka, &options.dlq_topic)?),
         _ => None,
     };
-    let handles = worker.dataflow::<Time, _, _>(|scope| {
-        dataflow::build(scope, plan, |i| sinks[i].clone(), failure.clone())
-    });
-    let (computed, written, all_caught_up) =
-        (handles.computed, handles.written, handles.all_caught_up);
-    let topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
-    let counts = options
-        .kafka
-        .partition_counts(&topics, options.topic_wait)?;
-    let mut readers = Vec::new();
-    for (s, partitions) in assignment(index, peers, &counts).into_iter().enumerate() {
-        readers.push(TopicReader::open(
-            &options.kafka,
-            &plan.sources[s].topic,
-            partitions,
-            index,
-        )?);
-    }
-    tracing::info!(
-        worker = index,
-        peers,
-        partitions = ?readers.iter().map(|r| format!("{}{:?}", r.topic, r.partitions())).collect::<Vec<_>>(),
-        "worker reading"
-    );
 
-    // What the output topics hold now: the sinks write only what differs from it.
-    for (product, mut input) in plan.products.iter().zip(handles.emitted) {
-        let held = read_output(options, &product.output_topic, index, peers)?;
-        tracing::info!(worker = index, topic = %product.output_topic, documents = held.len(), "read the output topic");
-        for (key, doc) in held {
-            input.send(((key, doc), 0, -1));
-        }
-    }
-    let mut hold = Some(handles.hold);
-
-    let mut report = WorkerReport::default();
-    let mut inputs: Option<Vec<SourceInput>> = Some(handles.inputs);
+    let mut inputs_open = true;
     let mut time: Time = 0;
     let mut in_flight: VecDeque<Time> = VecDeque::new();
     let mut caught_up_at: Option<Time> = None;
-    let mut job_caught_up_at: Option<Time> = None;
-    let mut read_since = vec![0u64; readers.len()];
+    let mut job_caught_up = false;
+    let mut read_since: BTreeMap<SourceId, u64> = BTreeMap::new();
     let mut last_log = Instant::now();
     let mut iterations = 0u64;
     loop {
         iterations += 1;
         if last_log.elapsed() > Duration::from_secs(1) {
             last_log = Instant::now();
-            let frontier = written.with_frontier(|f| f.to_vec());
             tracing::debug!(
                 worker = index,
                 iterations,
                 time,
-                ?frontier,
                 in_flight = in_flight.len(),
-                records_read = report.records_read,
+                records_read = job.report.records_read,
                 "loop"
             );
         }
@@ -242,24 +228,38 @@ fn run_worker(
         if let Some(e) = failure.borrow_mut().take() {
             return Err(e);
         }
+        // Product changes: proposed by the watching worker, applied by all in one order.
+        if inputs_open {
+            if let Some(watcher) = watcher.as_mut() {
+                for command in watcher.poll(&catalog.plan, &options.kafka) {
+                    sequencer.push(command);
+                }
+            }
+            for command in sequencer.by_ref() {
+                job.apply(worker, &mut catalog, command, &failure)?;
+                catalog.advance_to(time);
+            }
+        }
         let mut read = 0;
-        if let Some(handles) = inputs.as_mut() {
+        if inputs_open {
             // Backpressure: let the dataflow catch up before reading more.
-            while in_flight.front().is_some_and(|t| !computed.less_equal(t)) {
+            while in_flight.front().is_some_and(|t| catalog.computed_past(t)) {
                 in_flight.pop_front();
             }
             if in_flight.len() < options.max_in_flight {
-                for (s, reader) in readers.iter_mut().enumerate() {
-                    let source = &plan.sources[s];
-                    let input = &mut handles[s];
-                    let before = read;
-                    read += reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, _ts| {
+                for (&s, reader) in job.readers.iter_mut() {
+                    let partitions = reader.partition_count;
+                    let Some((source, input)) = catalog.source(s) else {
+                        continue;
+                    };
+                    let report = &mut job.report;
+                    let got = reader.reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, _ts| {
                         match decode::decode(source, key, value) {
                             Ok(Change::Upsert { key, row }) => input.send(SourceEvent::Upsert { key, row: Some(row) }),
                             Ok(Change::Delete { key }) => input.send(SourceEvent::Upsert { key, row: None }),
                             Ok(Change::Truncate) => {
-                                if counts[s] > 1 {
-                                    tracing::warn!(%origin, source = %source.name, partitions = counts[s],
+                                if partitions > 1 {
+                                    tracing::warn!(%origin, source = %source.name, partitions,
                                         "truncate on a topic with several partitions: it is ordered only against the rows of its own partition");
                                 }
                                 tracing::info!(%origin, source = %source.name, "truncate: every row of the source is deleted");
@@ -267,20 +267,23 @@ fn run_worker(
                                     input.send(SourceEvent::Truncate { worker: w as u64 });
                                 }
                             }
-                            Err(e) => return bad_record(options.on_error, dead_letters.as_ref(), &origin, key, value, e, &mut report),
+                            Err(e) => return bad_record(options.on_error, dead_letters.as_ref(), &origin, key, value, e, report),
                         }
                         Ok(())
                     })?;
-                    read_since[s] += (read - before) as u64;
+                    *read_since.entry(s).or_default() += got as u64;
+                    read += got;
                 }
             }
-            report.records_read += read as u64;
-            for (reader, count) in readers.iter().zip(&mut read_since) {
+            job.report.records_read += read as u64;
+            for (s, count) in read_since.iter_mut() {
                 if *count > 0 {
-                    crate::metrics::metrics()
-                        .records_read
-                        .get_or_create(&crate::metrics::topic(&reader.topic))
-                        .inc_by(*count);
+                    if let Some(reader) = job.readers.get(s) {
+                        crate::metrics::metrics()
+                            .records_read
+                            .get_or_create(&crate::metrics::topic(&reader.reader.topic))
+                            .inc_by(*count);
+                    }
                     *count = 0;
                 }
             }
@@ -292,23 +295,34 @@ fn run_worker(
             } else {
                 time.max(clock)
             };
-            if next > time {
-                for input in handles.iter_mut() {
-                    input.advance_to(next);
-                }
-            }
             if read > 0 {
                 in_flight.push_back(time);
             }
+            catalog.advance_to(next);
             time = next;
-            if caught_up_at.is_none() && readers.iter().all(TopicReader::caught_up) {
+            if caught_up_at.is_none() && job.readers.values().all(|r| r.reader.caught_up()) {
                 caught_up_at = Some(time);
-                // Tell every worker's sinks at which time this worker caught up, and stop
-                // holding the output back.
-                if let Some(mut h) = hold.take() {
-                    h.advance_to(time);
+                let after = start.elapsed();
+                job.report.caught_up_after = Some(after);
+                tracing::info!(
+                    worker = index,
+                    seconds = after.as_secs_f64(),
+                    records_read = job.report.records_read,
+                    "caught up with the sources"
+                );
+            }
+            // A worker caught up with a product's sources tells every worker's sink of it.
+            for product in catalog.products.iter_mut() {
+                if product.hold.is_some()
+                    && product
+                        .sources
+                        .iter()
+                        .all(|s| job.readers.get(s).is_none_or(|r| r.reader.caught_up()))
+                {
+                    let mut hold = product.hold.take().expect("checked");
+                    hold.advance_to(time);
                     for w in 0..peers {
-                        h.send(w as u64);
+                        hold.send(w as u64);
                     }
                 }
             }
@@ -317,47 +331,57 @@ fn run_worker(
                 if stop {
                     tracing::info!(
                         worker = index,
-                        records_read = report.records_read,
+                        records_read = job.report.records_read,
                         "stopping: flushing output"
                     );
                 }
-                inputs = None; // closing the inputs lets the dataflow drain and complete
-                drop(hold.take());
+                // Closing the inputs lets the dataflows drain and complete. A product that has
+                // not caught up writes nothing: its documents would be incomplete.
+                for product in catalog.products.iter_mut() {
+                    if product.hold.is_some() {
+                        tracing::warn!(worker = index, product = %product.plan.name,
+                            "stopped before the product caught up with its sources: it writes nothing");
+                        product.control.discard.set(true);
+                        product.hold = None;
+                        product.emitted = None;
+                    }
+                }
+                catalog.close_inputs();
+                inputs_open = false;
             }
         }
-        if let Some(t) = caught_up_at {
-            if report.caught_up_after.is_none() && !written.less_equal(&t) {
-                let after = start.elapsed();
-                report.caught_up_after = Some(after);
-                tracing::info!(
-                    worker = index,
-                    seconds = after.as_secs_f64(),
-                    records_read = report.records_read,
-                    "caught up with the sources"
-                );
-            }
-        }
-        if job_caught_up_at.is_none() && all_caught_up.done() {
-            job_caught_up_at = Some(time);
-        }
-        if let Some(t) = job_caught_up_at {
-            if report.job_caught_up_after.is_none() && !written.less_equal(&t) {
-                let after = start.elapsed();
-                report.job_caught_up_after = Some(after);
-                crate::metrics::metrics().caught_up.set(1);
-                crate::metrics::metrics()
-                    .hydration_seconds
-                    .set(after.as_secs_f64());
-                if index == 0 {
-                    tracing::info!(
-                        seconds = after.as_secs_f64(),
-                        workers = peers,
-                        "job caught up: every worker read its partitions to the end they had at start, and the output is written"
-                    );
+        // Once every worker caught up with a product's sources: what its output topic holds
+        // (the sink writes only what differs from it).
+        for product in catalog.products.iter_mut() {
+            if product.emitted.is_some() && product.all_caught_up.done() {
+                let mut input = product.emitted.take().expect("checked");
+                let held = read_output(options, &product.plan.output_topic, index, peers)?;
+                tracing::info!(worker = index, topic = %product.plan.output_topic, documents = held.len(), "read the output topic");
+                for (key, doc) in held {
+                    input.send(((key, doc), 0, -1));
                 }
             }
         }
-        if inputs.is_none() && written.done() {
+        if !job_caught_up
+            && caught_up_at.is_some()
+            && catalog.products.iter().all(|p| p.control.caught_up.get())
+        {
+            job_caught_up = true;
+            let after = start.elapsed();
+            job.report.job_caught_up_after = Some(after);
+            crate::metrics::metrics().caught_up.set(1);
+            crate::metrics::metrics()
+                .hydration_seconds
+                .set(after.as_secs_f64());
+            if index == 0 {
+                tracing::info!(
+                    seconds = after.as_secs_f64(),
+                    workers = peers,
+                    "job caught up: every worker read its partitions to the end they had at start, and the output is written"
+                );
+            }
+        }
+        if !inputs_open && catalog.all_written() {
             break;
         }
         if read == 0 {
@@ -369,18 +393,155 @@ fn run_worker(
     if let Some(dead_letters) = &dead_letters {
         dead_letters.flush()?;
     }
-    for writer in &writers {
-        let mut writer = writer.borrow_mut();
-        crate::dataflow::sink::DocWriter::flush(&mut *writer)?;
-        report.documents_written += writer.written;
+    for name in job.writers.keys().cloned().collect::<Vec<_>>() {
+        job.close_writer(&name)?;
     }
     if let Some(e) = failure.borrow_mut().take() {
         return Err(e);
     }
-    if report.caught_up_after.is_none() && caught_up_at.is_some() {
-        report.caught_up_after = Some(start.elapsed());
+    Ok(job.report)
+}
+
+/// A source partition share this worker reads.
+struct SourceReader {
+    reader: TopicReader,
+    /// Partitions of the topic in all.
+    partition_count: i32,
+}
+
+/// One worker's Kafka side: readers of the installed sources and writers of the products.
+struct WorkerJob<'a> {
+    options: &'a JobOptions,
+    index: usize,
+    peers: usize,
+    readers: BTreeMap<SourceId, SourceReader>,
+    writers: HashMap<String, Rc<RefCell<KafkaWriter>>>,
+    report: WorkerReport,
+}
+
+impl WorkerJob<'_> {
+    /// Installs the products of `plan`, with a writer each; returns the sources installed.
+    fn install(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        catalog: &mut Catalog,
+        plan: Plan,
+        failure: &Failure,
+    ) -> anyhow::Result<Vec<SourceId>> {
+        let mut made = Vec::new();
+        let installed = catalog.install(
+            worker,
+            plan,
+            |product| {
+                let writer = Rc::new(RefCell::new(KafkaWriter::new(
+                    &self.options.kafka,
+                    &product.output_topic,
+                )?));
+                made.push((product.name.clone(), writer.clone()));
+                Ok(writer as SharedWriter)
+            },
+            failure,
+        )?;
+        self.writers.extend(made);
+        Ok(installed)
     }
-    Ok(report)
+
+    /// Starts reading newly installed sources.
+    fn open_readers(
+        &mut self,
+        catalog: &Catalog,
+        sources: &[SourceId],
+        wait: Duration,
+    ) -> anyhow::Result<()> {
+        let topics: Vec<&str> = sources
+            .iter()
+            .map(|&s| catalog.plan.sources[s].topic.as_str())
+            .collect();
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let counts = self.options.kafka.partition_counts(&topics, wait)?;
+        let shares = assignment(self.index, self.peers, &counts);
+        for ((&s, partitions), count) in sources.iter().zip(shares).zip(counts) {
+            let reader = TopicReader::open(
+                &self.options.kafka,
+                &catalog.plan.sources[s].topic,
+                partitions,
+                self.index,
+            )?;
+            tracing::info!(worker = self.index, topic = %reader.topic, partitions = ?reader.partitions(), "worker reading");
+            self.readers.insert(
+                s,
+                SourceReader {
+                    reader,
+                    partition_count: count,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies a sequenced product change. A product file that does not fit the running
+    /// products is logged and left out (every worker decides the same); Kafka failures stop
+    /// the job.
+    fn apply(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        catalog: &mut Catalog,
+        command: Command,
+        failure: &Failure,
+    ) -> anyhow::Result<()> {
+        match command {
+            Command::Remove { name } => {
+                let dropped = match catalog.remove(worker, &name) {
+                    Ok(dropped) => dropped,
+                    Err(e) => {
+                        tracing::warn!(worker = self.index, error = %e, "cannot remove a product");
+                        return Ok(());
+                    }
+                };
+                for s in dropped {
+                    self.readers.remove(&s);
+                }
+                self.close_writer(&name)?;
+                if self.index == 0 {
+                    tracing::info!(product = %name, "removed a product");
+                }
+            }
+            Command::Install { path, text } => {
+                let plan = match crate::plan::parse(&path, &text) {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        tracing::warn!(worker = self.index, file = %path.display(), error = %format!("{e:#}"), "cannot install a product file");
+                        return Ok(());
+                    }
+                };
+                let names: Vec<String> = plan.products.iter().map(|p| p.name.clone()).collect();
+                let sources = match self.install(worker, catalog, plan, failure) {
+                    Ok(sources) => sources,
+                    Err(e) => {
+                        tracing::warn!(worker = self.index, file = %path.display(), error = %format!("{e:#}"), "cannot install a product file");
+                        return Ok(());
+                    }
+                };
+                self.open_readers(catalog, &sources, self.options.topic_wait)?;
+                if self.index == 0 {
+                    tracing::info!(products = ?names, new_sources = sources.len(), "installed a product file: hydrating from the arrangements in memory");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and drops a product's writer.
+    fn close_writer(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(writer) = self.writers.remove(name) {
+            let mut writer = writer.borrow_mut();
+            crate::dataflow::sink::DocWriter::flush(&mut *writer)?;
+            self.report.documents_written += writer.written;
+        }
+        Ok(())
+    }
 }
 
 /// Creates missing output topics with as many partitions as the root source has. A broker that

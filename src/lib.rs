@@ -14,3 +14,4 @@ pub mod spec;
 pub mod temporal;
 pub mod value;
 pub mod verify;
+pub mod watch;

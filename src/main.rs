@@ -100,6 +100,10 @@ struct RunArgs {
     /// Records read per source per step.
     #[arg(long, default_value_t = 4096)]
     batch_size: usize,
+    /// Seconds between scans of the product files and folders: a file added, changed or
+    /// removed installs, rebuilds or removes its products in the running job (0: never).
+    #[arg(long, env = "DENORM_WATCH_INTERVAL", default_value_t = 2.0)]
+    watch_interval: f64,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), at any path.
     #[arg(long, env = "DENORM_METRICS_ADDR")]
     metrics_addr: Option<String>,
@@ -270,6 +274,10 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         options.dlq_topic = topic;
     }
     options.batch_size = args.batch_size;
+    if args.watch_interval > 0.0 {
+        options.watch = Some(args.files.clone());
+        options.watch_interval = std::time::Duration::from_secs_f64(args.watch_interval);
+    }
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {

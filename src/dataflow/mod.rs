@@ -1,19 +1,16 @@
-//! Builds the timely dataflow of a [`Plan`] in one worker: an input and an upsert state per
-//! source, the document tree of each product over shared arrangements, and a sink per product.
-//! The caller feeds the inputs (from Kafka or from memory) and steps the worker.
+//! The timely dataflows of a job: per source an input, an upsert state and an arrangement by
+//! primary key; shared arrangements by link columns; per product the document tree and a sink.
+//! [`catalog::Catalog`] installs and drops them; the caller feeds the inputs (from Kafka or from
+//! memory) and steps the worker.
 
+pub mod catalog;
 pub mod nest;
 pub mod sink;
 pub mod upsert;
 
-use differential_dataflow::AsCollection;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::Probe;
-use timely::dataflow::{InputHandle, ProbeHandle, Scope};
+use timely::dataflow::InputHandle;
 
-use crate::plan::Plan;
-use nest::Renderer;
-use sink::{Failure, SharedWriter};
 use upsert::SourceEvent;
 
 /// A source's input handle.
@@ -29,77 +26,3 @@ pub type HoldInput = InputHandle<Time, CapacityContainerBuilder<Vec<u64>>>;
 
 /// Logical time: each worker stamps its input batches with a monotone millisecond counter.
 pub type Time = u64;
-
-/// The handles a worker drives its dataflow with.
-pub struct Handles {
-    /// One input per source of the plan, in plan order.
-    pub inputs: Vec<SourceInput>,
-    /// One input per product: the documents its output topic already holds.
-    pub emitted: Vec<EmittedInput>,
-    pub hold: HoldInput,
-    /// Done once every worker of every process has dropped its hold: all caught up.
-    pub all_caught_up: ProbeHandle<Time>,
-    /// Passed a time once the documents of every product are computed for earlier times
-    /// (upstream of the sinks; for backpressure).
-    pub computed: ProbeHandle<Time>,
-    /// Passed a time once every product has written all output for earlier times.
-    pub written: ProbeHandle<Time>,
-}
-
-/// Builds the dataflow for `plan` in `scope`; `writer(i)` gives the writer of product `i`.
-pub fn build(
-    scope: Scope<'_, Time>,
-    plan: &Plan,
-    mut writer: impl FnMut(usize) -> SharedWriter,
-    failure: Failure,
-) -> Handles {
-    let mut inputs = Vec::new();
-    let mut collections = Vec::new();
-    for source in &plan.sources {
-        let mut input = InputHandle::new();
-        let events = input.to_stream(scope);
-        collections.push(upsert::upsert(events, &source.name).as_collection());
-        inputs.push(input);
-    }
-    let mut renderer = Renderer::new(
-        collections,
-        plan.sources.iter().map(|s| s.name.clone()).collect(),
-    );
-    let mut hold = HoldInput::new();
-    let hold_stream = hold.to_stream(scope);
-    let (all_caught_up, hold_stream) = hold_stream.probe();
-    let computed = ProbeHandle::new();
-    let written = ProbeHandle::new();
-    let mut emitted = Vec::new();
-    for (i, product) in plan.products.iter().enumerate() {
-        let docs = renderer.render(&product.root).probe_with(&computed);
-        let source = &plan.sources[product.root.source];
-        let key_names = source
-            .key
-            .iter()
-            .map(|&k| source.columns[k].name.clone())
-            .collect();
-        let mut input = EmittedInput::new();
-        let already = input.to_stream(scope).as_collection();
-        emitted.push(input);
-        sink::sink(
-            docs,
-            already,
-            hold_stream.clone(),
-            &product.name,
-            key_names,
-            product.shape(),
-            writer(i),
-            failure.clone(),
-        )
-        .probe_with(&written);
-    }
-    Handles {
-        inputs,
-        emitted,
-        hold,
-        all_caught_up,
-        computed,
-        written,
-    }
-}

@@ -14,14 +14,15 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use super::Time;
-use crate::plan::{Node, NodeOutput, OutField, SourceId};
+use crate::plan::{KeyedArrangement, Node, NodeOutput, OutField, SourceId};
 use crate::spec::Cardinality;
 use crate::value::{Row, Value};
 
 /// A collection of `(key, row)` pairs, or of keyed items.
 pub type Rows<'s> = VecCollection<'s, Time, (Row, Row)>;
 pub type Items<'s> = VecCollection<'s, Time, (Row, Value)>;
-/// Rows of a source arranged by some of their columns, with the primary key as value.
+/// Rows of a source arranged by some of their columns, with the primary key as value (or by
+/// primary key, with the row as value).
 pub type KeyedRows<'s> = Arranged<'s, TraceAgent<ValSpine<Row, Row, Time, isize>>>;
 
 /// What a parent's build reduce sees for one primary key.
@@ -92,39 +93,61 @@ pub fn aggregate(node: &Node, items: &[(&Value, isize)]) -> Value {
     }
 }
 
-/// Renders nodes over the source collections, sharing arrangements of equal (source, columns).
+/// Renders nodes over imported source arrangements: each source arranged by its primary key,
+/// and the shared arrangements of sources by the columns their children link on.
 pub struct Renderer<'s> {
-    sources: Vec<Rows<'s>>,
-    keyed: HashMap<(SourceId, Vec<usize>), KeyedRows<'s>>,
-    source_names: Vec<String>,
+    /// Each source's rows arranged by primary key (value: the row).
+    by_key: HashMap<SourceId, KeyedRows<'s>>,
+    /// Sources arranged by link columns (value: the primary key).
+    keyed: HashMap<KeyedArrangement, KeyedRows<'s>>,
+    /// Each source's primary key columns.
+    keys: Vec<Vec<usize>>,
+    rows: HashMap<SourceId, Rows<'s>>,
 }
 
 impl<'s> Renderer<'s> {
-    pub fn new(sources: Vec<Rows<'s>>, source_names: Vec<String>) -> Self {
+    pub fn new(
+        by_key: HashMap<SourceId, KeyedRows<'s>>,
+        keyed: HashMap<KeyedArrangement, KeyedRows<'s>>,
+        keys: Vec<Vec<usize>>,
+    ) -> Self {
         Renderer {
-            sources,
-            keyed: HashMap::new(),
-            source_names,
+            by_key,
+            keyed,
+            keys,
+            rows: HashMap::new(),
         }
     }
 
-    /// The rows of `source` arranged by `columns` (value: primary key), built once and shared.
-    pub fn keyed(&mut self, source: SourceId, columns: &[usize]) -> KeyedRows<'s> {
-        let name = format!("{}{:?}", self.source_names[source], columns);
-        let rows = self.sources[source].clone();
-        self.keyed
-            .entry((source, columns.to_vec()))
-            .or_insert_with(|| {
-                let columns = columns.to_vec();
-                rows.flat_map(move |(pk, row)| link_key(&row, &columns).map(|k| (k, pk)))
-                    .arrange_by_key_named(&format!("Keyed({name})"))
-            })
+    /// The `(primary key, row)` collection of a source.
+    fn rows(&mut self, source: SourceId) -> Rows<'s> {
+        let arranged = &self.by_key[&source];
+        self.rows
+            .entry(source)
+            .or_insert_with(|| arranged.clone().as_vecs())
             .clone()
+    }
+
+    /// The rows of `source` arranged by `columns`, and whether that arrangement is the one by
+    /// primary key (whose values are rows, not primary keys).
+    fn keyed(&self, source: SourceId, columns: &[usize]) -> (KeyedRows<'s>, bool) {
+        if columns == self.keys[source] {
+            return (self.by_key[&source].clone(), true);
+        }
+        let id = KeyedArrangement {
+            source,
+            columns: columns.to_vec(),
+        };
+        let arranged = self
+            .keyed
+            .get(&id)
+            .expect("the catalog imports every keyed arrangement a product needs");
+        (arranged.clone(), false)
     }
 
     /// The items of `node`, keyed by its link's child columns (by primary key at the root).
     pub fn render(&mut self, node: &Node) -> Items<'s> {
-        let rows = self.sources[node.source].clone();
+        let rows = self.rows(node.source);
         let key_columns = node.link.as_ref().map(|l| l.child_columns.clone());
         if node.children.is_empty() {
             let node = node.clone();
@@ -148,10 +171,11 @@ impl<'s> Renderer<'s> {
                 )
                 .arrange_by_key_named(&format!("Nested({})", child.path));
             let link = child.link.as_ref().expect("children have links");
-            let parents = self.keyed(node.source, &link.parent_columns);
+            let (parents, by_primary_key) = self.keyed(node.source, &link.parent_columns);
             let index = i as u32;
             parts.push(
-                parents.join_core(values, move |_key, pk: &Row, value: &Value| {
+                parents.join_core(values, move |key: &Row, val: &Row, value: &Value| {
+                    let pk = if by_primary_key { key } else { val };
                     Some((pk.clone(), Part::Child(index, value.clone())))
                 }),
             );

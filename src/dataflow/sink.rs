@@ -10,7 +10,7 @@
 //! changes cancel emits nothing. Each root key is owned by one worker, so records of one key are
 //! written in order by one producer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -43,6 +43,16 @@ type Pending = ((String, String), isize);
 pub type SharedWriter = Rc<RefCell<dyn DocWriter>>;
 /// The first error a worker met; the job loop stops on it.
 pub type Failure = Rc<RefCell<Option<anyhow::Error>>>;
+/// Shared between a sink and the job loop.
+#[derive(Debug, Default)]
+pub struct SinkControl {
+    /// Set by the job when it stops before the product has caught up: the sink then drops what
+    /// it holds and writes nothing, as the documents would be incomplete.
+    pub discard: Cell<bool>,
+    /// Set by the sink once it has written the documents of every worker's start-time contents.
+    pub caught_up: Cell<bool>,
+}
+pub type Control = Rc<SinkControl>;
 
 /// Renders a root key as a JSON object of the primary key columns.
 pub fn render_key(key_names: &[String], key: &Row) -> String {
@@ -60,8 +70,9 @@ pub fn render_key(key_names: &[String], key: &Row) -> String {
 }
 
 /// Emits the changes of `docs` (root key → document) against `already` (what the output topic
-/// held at start, as retractions) to `writer`. The returned stream carries nothing; probe it to
-/// know which times have been written.
+/// held at start, as retractions) to `writer`. `hold` brings one message from every worker once
+/// it has caught up; nothing is written before all of them arrived. The returned stream carries
+/// nothing; probe it to know which times have been written.
 #[allow(clippy::too_many_arguments)]
 pub fn sink<'s>(
     docs: Items<'s>,
@@ -72,7 +83,9 @@ pub fn sink<'s>(
     shape: Shape,
     writer: SharedWriter,
     failure: Failure,
+    control: Control,
 ) -> Stream<'s, Time, Vec<()>> {
+    let peers = docs.scope().peers();
     let rendered = docs.map(move |(key, doc)| {
         let mut text = String::new();
         write_json(&doc, &shape, &mut text);
@@ -93,8 +106,9 @@ pub fn sink<'s>(
                 let mut held = 0usize;
                 let mut compacted_at = 1024usize;
                 let mut ready: Vec<Pending> = Vec::new();
-                // The latest time at which a worker said it caught up.
+                // The latest time at which a worker said it caught up, and how many did.
                 let mut release_at: Option<Time> = None;
+                let mut heard = 0usize;
                 move |(input, frontier), (hold, hold_frontier), _output| {
                     input.for_each(|cap, data| {
                         for (kv, time, diff) in data.drain(..) {
@@ -106,13 +120,23 @@ pub fn sink<'s>(
                             held += 1;
                         }
                     });
-                    hold.for_each(|cap, _| {
+                    hold.for_each(|cap, data| {
+                        heard += data.len();
                         if let Some(&t) = cap.least() {
                             release_at = release_at.max(Some(t));
                         }
                     });
-                    let hydrating = !hold_frontier.is_empty()
-                        || release_at.is_some_and(|t| frontier.less_equal(&t));
+                    // A worker that stopped before it caught up closed its hold unannounced.
+                    if hold_frontier.is_empty() && heard < peers {
+                        control.discard.set(true);
+                    }
+                    if control.discard.get() {
+                        pending.clear();
+                        held = 0;
+                        return;
+                    }
+                    let hydrating =
+                        heard < peers || release_at.is_some_and(|t| frontier.less_equal(&t));
                     if hydrating {
                         // Hydrating: merge the completed times into the earliest one and consolidate,
                         // so the buffer holds about one document per key.
@@ -149,6 +173,7 @@ pub fn sink<'s>(
                         ready.append(&mut batch);
                         caps.push(cap);
                     }
+                    control.caught_up.set(true);
                     if ready.is_empty() {
                         return;
                     }

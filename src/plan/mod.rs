@@ -230,6 +230,43 @@ pub struct Plan {
     pub products: Vec<ProductPlan>,
 }
 
+impl Plan {
+    /// The sources some product reads.
+    pub fn used_sources(&self) -> std::collections::BTreeSet<SourceId> {
+        self.products
+            .iter()
+            .flat_map(|p| p.root.walk().into_iter().map(|n| n.source))
+            .collect()
+    }
+
+    /// The arrangements of source rows by link columns that `product` joins its parents
+    /// through, besides the arrangement of each source by its primary key. Products and
+    /// relations that join the same source on the same columns share one.
+    pub fn keyed_arrangements(&self, product: &ProductPlan) -> Vec<KeyedArrangement> {
+        let mut out = Vec::new();
+        for node in product.root.walk() {
+            for child in &node.children {
+                let Some(link) = &child.link else { continue };
+                let keyed = KeyedArrangement {
+                    source: node.source,
+                    columns: link.parent_columns.clone(),
+                };
+                if link.parent_columns != self.sources[node.source].key && !out.contains(&keyed) {
+                    out.push(keyed);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The rows of a source arranged by some of their columns (the value is the primary key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyedArrangement {
+    pub source: SourceId,
+    pub columns: Vec<usize>,
+}
+
 /// A mistake in a product file, with its place.
 #[derive(Debug, thiserror::Error)]
 #[error("{place}: {message}\n{excerpt}{hint}")]
@@ -247,8 +284,18 @@ pub fn load(path: &Path) -> anyhow::Result<Plan> {
     Ok(lower(&text, &file)?)
 }
 
-/// Reads every `*.toml` product file of a folder (sorted by name), or the given files, into one plan.
-pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
+/// Parses and checks the text of a product file read earlier from `path`.
+pub fn parse(path: &Path, text: &str) -> anyhow::Result<Plan> {
+    let text = SourceText {
+        path: path.to_owned(),
+        text: text.to_owned(),
+    };
+    let file = spec::parse(&text)?;
+    Ok(lower(&text, &file)?)
+}
+
+/// The `*.toml` files of the given folders (sorted by name) and the given files, in order.
+pub fn product_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -263,6 +310,12 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
             files.push(path.clone());
         }
     }
+    Ok(files)
+}
+
+/// Reads every `*.toml` product file of a folder (sorted by name), or the given files, into one plan.
+pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
+    let files = product_files(paths)?;
     anyhow::ensure!(!files.is_empty(), "no product files (*.toml) in {paths:?}");
     let mut plan = Plan {
         sources: Vec::new(),
@@ -275,10 +328,18 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
 }
 
 /// Adds `other`'s products to `plan`, sharing sources that read the same topic the same way.
+///
+/// A source no product uses any more (its product was removed from a running job) takes the new
+/// declaration; one in use must be declared the same way.
 pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
+    let used = plan.used_sources();
     let mut remap = Vec::new();
     for source in other.sources {
         let id = match plan.sources.iter().position(|s| s.topic == source.topic) {
+            Some(id) if !used.contains(&id) => {
+                plan.sources[id] = source;
+                id
+            }
             Some(id) => {
                 let existing = &plan.sources[id];
                 anyhow::ensure!(

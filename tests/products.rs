@@ -1,0 +1,246 @@
+//! Several data products in one job (issue 10): sources read once and shared, products added,
+//! removed and edited while the job runs, judged by `denorm verify` per product.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Generates the GitHub tables of `profile` (the user profile file names every source).
+fn generate(profile: &Path, seed: u64) -> u64 {
+    let out = run_ok(&[
+        "gen",
+        profile.to_str().unwrap(),
+        "--brokers",
+        &brokers(),
+        "--scale",
+        "200",
+        "--changes",
+        "300",
+        "--partitions",
+        "2",
+        "--seed",
+        &seed.to_string(),
+    ]);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("gen said: {out}"))
+}
+
+fn verify_ok(file: &Path) -> bool {
+    denorm()
+        .args(["verify", file.to_str().unwrap(), "--brokers", &brokers()])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn verify_report(file: &Path) -> String {
+    let out = denorm()
+        .args(["verify", file.to_str().unwrap(), "--brokers", &brokers()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes a product file into a watched folder all at once (write, then rename).
+fn drop_in(folder: &Path, name: &str, text: &str) {
+    let tmp = folder.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, folder.join(name)).unwrap();
+}
+
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn stop(mut job: Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &job.id().to_string()])
+        .status();
+    let status = job.wait().unwrap();
+    status
+}
+
+#[test]
+fn two_products_in_one_job_read_each_topic_once_and_both_verify() {
+    let prefix = unique("two");
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("products");
+    std::fs::create_dir(&folder).unwrap();
+    let profile = product_file(&folder, "github_user_profile.toml", &prefix);
+    let card = product_file(&folder, "github_repo_card.toml", &prefix);
+    let records = generate(&profile, 7);
+
+    let out = denorm()
+        .args(["run", folder.to_str().unwrap(), "--brokers", &brokers()])
+        .args(["-w", "2", "--exit-when-caught-up"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = String::from_utf8_lossy(&out.stderr);
+    // Each source topic was consumed once for both products.
+    assert!(
+        out.contains(&format!("records_read={records}")),
+        "expected {records} records read once:\n{out}"
+    );
+    assert!(
+        verify_ok(&profile),
+        "user profile: {}",
+        verify_report(&profile)
+    );
+    assert!(verify_ok(&card), "repo card: {}", verify_report(&card));
+
+    // explain on the folder says which arrangements the two products share.
+    let explained = run_ok(&["explain", folder.to_str().unwrap()]);
+    assert!(
+        explained.contains("github_repo_card") && explained.contains("github_user_profile"),
+        "{explained}"
+    );
+}
+
+#[test]
+fn products_are_added_removed_and_rebuilt_while_the_job_runs() {
+    let prefix = unique("live");
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("products");
+    let staging = data.path().join("staging");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::create_dir(&staging).unwrap();
+    let profile = product_file(&folder, "github_user_profile.toml", &prefix);
+    let card_text =
+        std::fs::read_to_string(product_file(&staging, "github_repo_card.toml", &prefix)).unwrap();
+    generate(&profile, 11);
+
+    let log = data.path().join("job.log");
+    let job = denorm()
+        .args([
+            "run",
+            folder.to_str().unwrap(),
+            "--brokers",
+            &brokers(),
+            "-w",
+            "2",
+            "--watch-interval",
+            "0.3",
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let job = scopeguard(job);
+
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&profile)),
+        "the first product never verified: {}\n{}",
+        verify_report(&profile),
+        log_of(&log)
+    );
+
+    // Added: hydrated from the arrangements in memory, reading no source again.
+    drop_in(&folder, "github_repo_card.toml", &card_text);
+    let card = folder.join("github_repo_card.toml");
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&card)),
+        "the added product never verified: {}\n{}",
+        verify_report(&card),
+        log_of(&log)
+    );
+    let text = log_of(&log);
+    assert!(
+        text.contains("installed a product file") && text.contains("new_sources=0"),
+        "{text}"
+    );
+
+    // Changes flow to both products.
+    generate(&profile, 12);
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&profile)
+            && verify_ok(&card)),
+        "after more changes: {}{}\n{}",
+        verify_report(&profile),
+        verify_report(&card),
+        log_of(&log)
+    );
+
+    // Removed: its topic gets nothing more, the other product goes on.
+    let kept = data.path().join("github_user_profile.toml");
+    std::fs::rename(&profile, &kept).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || log_of(&log)
+            .contains("removed a product")),
+        "{}",
+        log_of(&log)
+    );
+    let profile_records = read_all(&format!("{prefix}.user_profile")).len();
+    generate(&kept, 13);
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&card)),
+        "after removing the other product: {}\n{}",
+        verify_report(&card),
+        log_of(&log)
+    );
+    assert_eq!(
+        read_all(&format!("{prefix}.user_profile")).len(),
+        profile_records,
+        "a removed product wrote"
+    );
+    assert!(
+        !verify_ok(&kept),
+        "the removed product's topic should now be stale"
+    );
+
+    // Edited: rebuilt, and its topic converges to the new documents.
+    let edited = card_text.replace(
+        r#"fields = ["owner", "name", "description", "star_count", "fork_count"]"#,
+        r#"fields = ["owner", "name", "description"]"#,
+    );
+    assert_ne!(edited, card_text);
+    drop_in(&folder, "github_repo_card.toml", &edited);
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&card)),
+        "the edited product never verified: {}\n{}",
+        verify_report(&card),
+        log_of(&log)
+    );
+    assert!(log_of(&log).contains("product file changed"));
+
+    // A broken file is reported and changes nothing.
+    drop_in(&folder, "broken.toml", "[product]\nname = 3\n");
+    assert!(wait_for(Duration::from_secs(30), || log_of(&log)
+        .contains("product file not installed")));
+    assert!(verify_ok(&card));
+
+    let status = stop(job.into_inner());
+    assert!(status.success(), "{}", log_of(&log));
+}
+
+/// Kills the job if the test fails before stopping it.
+struct Guard(Option<Child>);
+
+impl Guard {
+    fn into_inner(mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn scopeguard(child: Child) -> Guard {
+    Guard(Some(child))
+}
