@@ -63,8 +63,7 @@ fn stop(mut job: Child) -> std::process::ExitStatus {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &job.id().to_string()])
         .status();
-    let status = job.wait().unwrap();
-    status
+    job.wait().unwrap()
 }
 
 #[test]
