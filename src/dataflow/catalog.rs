@@ -20,7 +20,7 @@ use differential_dataflow::trace::TraceReader;
 use differential_dataflow::AsCollection;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
-use timely::progress::frontier::AntichainRef;
+use timely::progress::frontier::{Antichain, AntichainRef};
 use timely::worker::Worker;
 
 use super::nest::{link_key, Renderer};
@@ -211,13 +211,12 @@ impl Catalog {
             return;
         }
         self.time = time;
-        let frontier = [time];
         for source in self.sources.values_mut() {
             source.input.advance_to(time);
-            compact(&mut source.trace, AntichainRef::new(&frontier));
+            compact(&mut source.trace, time);
         }
         for keyed in self.keyed.values_mut() {
-            compact(&mut keyed.trace, AntichainRef::new(&frontier));
+            compact(&mut keyed.trace, time);
         }
     }
 
@@ -353,7 +352,13 @@ impl Catalog {
     }
 }
 
-fn compact(trace: &mut RowTrace, frontier: AntichainRef<'_, Time>) {
-    trace.set_logical_compaction(frontier);
-    trace.set_physical_compaction(frontier);
+/// Lets a shared trace compact up to `time`, but never past what it has completed: a product
+/// that imports it later joins against it, and a join needs the trace's compaction frontier not
+/// to be ahead of its upper frontier.
+fn compact(trace: &mut RowTrace, time: Time) {
+    let mut upper = Antichain::new();
+    trace.read_upper(&mut upper);
+    let frontier: Vec<Time> = upper.elements().iter().map(|t| (*t).min(time)).collect();
+    trace.set_logical_compaction(AntichainRef::new(&frontier));
+    trace.set_physical_compaction(AntichainRef::new(&frontier));
 }

@@ -15,8 +15,8 @@ use upsert::SourceEvent;
 
 /// A source's input handle.
 pub type SourceInput = InputHandle<Time, CapacityContainerBuilder<Vec<SourceEvent>>>;
-/// What a product's output topic held at start: `((key JSON, document JSON), 0, -1)` updates.
-pub type EmittedInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::TextUpdate>>>;
+/// What a product's output topic held at start: `((key JSON, Out::Text(document JSON)), 0, -1)`.
+pub type EmittedInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::OutUpdate>>>;
 /// Held by every worker until it has caught up with its sources. Then it sends, at the time it
 /// caught up, one message addressed to each worker (the value is the addressee) and drops the
 /// handle. The sinks write nothing before every worker has dropped it and every time before the

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
@@ -164,12 +164,17 @@ impl<'s> Renderer<'s> {
         for (i, child) in node.children.iter().enumerate() {
             let items = self.render(child);
             let relation = child.clone();
+            // The reduce's own output arrangement is what the parent joins with.
             let values = items
-                .reduce_named(
+                .arrange_by_key_named(&format!("Items({})", child.path))
+                .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<Row, Value, Time, isize>, _, _>(
                     &format!("Nest({})", child.path),
                     move |_key, input, output| output.push((aggregate(&relation, input), 1)),
-                )
-                .arrange_by_key_named(&format!("Nested({})", child.path));
+                    |vec, key, updates| {
+                        vec.clear();
+                        vec.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
+                    },
+                );
             let link = child.link.as_ref().expect("children have links");
             let (parents, by_primary_key) = self.keyed(node.source, &link.parent_columns);
             let index = i as u32;

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::Hashable;
 use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -25,7 +26,7 @@ use timely::dataflow::Stream;
 
 use super::nest::Items;
 use super::Time;
-use crate::value::{write_json, write_scalar, Row, Shape};
+use crate::value::{write_json, write_scalar, Row, Shape, Value};
 
 /// Where a product's upsert records go (Kafka in a job, a vector in tests).
 pub trait DocWriter {
@@ -35,10 +36,19 @@ pub trait DocWriter {
     fn flush(&mut self) -> anyhow::Result<()>;
 }
 
-/// A rendered `(key JSON, document JSON)` with its time and multiplicity.
-pub type TextUpdate = ((String, String), Time, isize);
-/// A rendered document with its multiplicity, waiting for its time to complete.
-type Pending = ((String, String), isize);
+/// What a sink compares, per rendered key: a computed document, or the JSON text of a document
+/// the output topic held at start. Documents are rendered only when written, or to compare them
+/// with a held text.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Out {
+    Doc(Value),
+    Text(String),
+}
+
+/// A `(key JSON, document)` update with its time and multiplicity.
+pub type OutUpdate = ((String, Out), Time, isize);
+/// A document update with its multiplicity, waiting for its time to complete.
+type Pending = ((String, Out), isize);
 
 pub type SharedWriter = Rc<RefCell<dyn DocWriter>>;
 /// The first error a worker met; the job loop stops on it.
@@ -76,7 +86,7 @@ pub fn render_key(key_names: &[String], key: &Row) -> String {
 #[allow(clippy::too_many_arguments)]
 pub fn sink<'s>(
     docs: Items<'s>,
-    already: VecCollection<'s, Time, (String, String)>,
+    already: VecCollection<'s, Time, (String, Out)>,
     hold: Stream<'s, Time, Vec<u64>>,
     name: &str,
     key_names: Vec<String>,
@@ -86,17 +96,13 @@ pub fn sink<'s>(
     control: Control,
 ) -> Stream<'s, Time, Vec<()>> {
     let peers = docs.scope().peers();
-    let rendered = docs.map(move |(key, doc)| {
-        let mut text = String::new();
-        write_json(&doc, &shape, &mut text);
-        (render_key(&key_names, &key), text)
-    });
+    let rendered = docs.map(move |(key, doc)| (render_key(&key_names, &key), Out::Doc(doc)));
     rendered
         .concat(already)
         .inner
         .binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
             hold,
-            Exchange::new(|((key, _), _, _): &TextUpdate| key.hashed()),
+            Exchange::new(|((key, _), _, _): &OutUpdate| key.hashed()),
             Exchange::new(|worker: &u64| *worker),
             &format!("Sink({name})"),
             move |_cap, _info| {
@@ -179,7 +185,7 @@ pub fn sink<'s>(
                     }
                     let mut writer = writer.borrow_mut();
                     tracing::debug!(updates = ready.len(), ?release_at, "sink writes a window");
-                    for (key, doc) in changes(&mut ready) {
+                    for (key, doc) in changes(&mut ready, &shape) {
                         if let Err(e) = writer.write(&key, doc.as_deref()) {
                             failure.borrow_mut().get_or_insert(e);
                         }
@@ -194,10 +200,26 @@ pub fn sink<'s>(
 /// The records to write for the updates of completed times, key by key: the new document of a
 /// key whose document changed, a tombstone (`None`) for a key left with only a retraction, and
 /// nothing for a key whose updates cancel.
-pub fn changes(updates: &mut Vec<Pending>) -> Vec<(String, Option<String>)> {
+pub fn changes(updates: &mut Vec<Pending>, shape: &Shape) -> Vec<(String, Option<String>)> {
+    // Documents cancel as values first; only what is left is rendered, to compare with texts.
     consolidate(updates);
+    let mut texts: Vec<((String, String), isize)> = updates
+        .drain(..)
+        .map(|((key, out), diff)| {
+            let text = match out {
+                Out::Text(text) => text,
+                Out::Doc(doc) => {
+                    let mut text = String::new();
+                    write_json(&doc, shape, &mut text);
+                    text
+                }
+            };
+            ((key, text), diff)
+        })
+        .collect();
+    consolidate(&mut texts);
     let mut out: Vec<(String, Option<String>)> = Vec::new();
-    for ((key, doc), diff) in updates.drain(..) {
+    for ((key, doc), diff) in texts {
         match out.last_mut() {
             Some((last, current)) if *last == key => {
                 if diff > 0 {
@@ -215,7 +237,7 @@ mod tests {
     use super::*;
 
     fn update(key: &str, doc: &str, diff: isize) -> Pending {
-        ((key.to_owned(), doc.to_owned()), diff)
+        ((key.to_owned(), Out::Text(doc.to_owned())), diff)
     }
 
     #[test]
@@ -232,7 +254,7 @@ mod tests {
             update("5", "g", 1), // inserted then deleted: nothing
             update("5", "g", -1),
         ];
-        let out = changes(&mut updates);
+        let out = changes(&mut updates, &Shape::Scalar);
         let expect = |k: &str, d: Option<&str>| (k.to_owned(), d.map(str::to_owned));
         assert_eq!(
             out,

@@ -117,6 +117,12 @@ impl KafkaOptions {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
+            // librdkafka prefetches up to 64 MB per consumer by default, one consumer per source
+            // and worker: records waiting there are memory the dataflow does not bound. A few
+            // MB per consumer keeps reading at full speed (override with -X).
+            .set("queued.max.messages.kbytes", "8192")
+            .set("fetch.max.bytes", "4194304")
+            .set("max.partition.fetch.bytes", "2097152")
             .set("client.id", format!("denorm-{purpose}"));
         for (k, v) in &self.properties {
             config.set(k, v);
