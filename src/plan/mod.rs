@@ -334,6 +334,11 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
 pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
     let used = plan.used_sources();
     let mut remap = Vec::new();
+    let new_file = other
+        .products
+        .first()
+        .map(|p| p.file.clone())
+        .unwrap_or_default();
     for source in other.sources {
         let id = match plan.sources.iter().position(|s| s.topic == source.topic) {
             Some(id) if !used.contains(&id) => {
@@ -342,13 +347,20 @@ pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
             }
             Some(id) => {
                 let existing = &plan.sources[id];
+                let readers: Vec<&str> = plan
+                    .products
+                    .iter()
+                    .filter(|p| p.root.walk().iter().any(|n| n.source == id))
+                    .map(|p| p.file.as_str())
+                    .collect();
                 anyhow::ensure!(
                     existing.columns == source.columns && existing.key == source.key,
-                    "topic {} is declared twice with different columns or primary keys (as source `{}` and `{}`); \
+                    "topic {} is declared with other columns or primary key in {new_file} (source `{}`) than in {} (source `{}`); \
                      declare it the same way in every product file",
                     source.topic,
+                    source.name,
+                    readers.join(", "),
                     existing.name,
-                    source.name
                 );
                 id
             }

@@ -987,7 +987,9 @@ fn merge_rejects_a_topic_declared_with_different_columns() {
         .unwrap_err()
         .to_string();
     assert!(
-        message.contains("topic shop.public.customers is declared twice with different columns"),
+        message.contains("topic shop.public.customers is declared with other columns or primary key in")
+            && message.contains("customers.toml")
+            && message.contains("shop.toml"),
         "{message}"
     );
     assert!(
@@ -1013,7 +1015,7 @@ fn merge_rejects_a_topic_declared_with_different_columns() {
             .unwrap_err()
             .to_string();
         assert!(
-            message.contains("topic shop.public.orders is declared twice"),
+            message.contains("topic shop.public.orders is declared with other columns"),
             "{message}"
         );
     }
@@ -1060,4 +1062,30 @@ fn columns_count_characters_not_bytes() {
         &["source `customers` has no column `nme`"],
     );
     assert!(message.contains(":29:39: "), "{message}");
+}
+
+#[test]
+fn merge_lets_a_source_no_product_reads_any_more_take_a_new_declaration() {
+    let (_a, shop) = load_text("shop.toml", SHOP);
+    let mut plan = Plan {
+        sources: Vec::new(),
+        products: Vec::new(),
+    };
+    merge(&mut plan, shop.unwrap()).unwrap();
+    let sources_before = plan.sources.len();
+    // The product was removed from a running job: its sources stay declared but unused.
+    plan.products.clear();
+    let other = CUSTOMERS.replace(
+        r#"columns = { id = "int", name = "string", email = "string" }"#,
+        r#"columns = { id = "int", name = "string" }"#,
+    );
+    let (_b, customers) = load_text("customers.toml", &other);
+    merge(&mut plan, customers.unwrap()).unwrap();
+    assert_eq!(plan.sources.len(), sources_before, "ids are kept");
+    let customers = plan
+        .sources
+        .iter()
+        .find(|s| s.topic == "shop.public.customers")
+        .unwrap();
+    assert_eq!(customers.column_names(), vec!["id", "name"]);
 }
