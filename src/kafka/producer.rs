@@ -36,7 +36,11 @@ impl DeliveryTracker {
 
 pub struct TrackingContext(pub Arc<DeliveryTracker>);
 
-impl ClientContext for TrackingContext {}
+impl ClientContext for TrackingContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::client::log_client_error(error, reason);
+    }
+}
 
 impl ProducerContext for TrackingContext {
     type DeliveryOpaque = ();
