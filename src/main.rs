@@ -287,6 +287,16 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     .context("cannot install the Ctrl-C/SIGTERM handler")?;
     let stopped = options.stop.clone();
     let report = job::run(options, args.timely()?)?;
+    let how = if stopped.load(Ordering::SeqCst) {
+        " on request (Ctrl-C/SIGTERM)"
+    } else {
+        ""
+    };
+    let what = if report.job_caught_up() {
+        "the output of every record read is written"
+    } else {
+        "before the job caught up with its sources: nothing of this run is written, the output topic is as it was"
+    };
     tracing::info!(
         records_read = report.records_read(),
         documents_written = report.documents_written(),
@@ -294,8 +304,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         caught_up_seconds = report.caught_up_after().map(|d| d.as_secs_f64()),
         seconds = report.elapsed.as_secs_f64(),
         positions = %job::format_positions(&report.positions()),
-        "stopped{}: the output of every record read is written; positions are the next offset to read per source topic/partition",
-        if stopped.load(Ordering::SeqCst) { " on request (Ctrl-C/SIGTERM)" } else { "" }
+        "stopped{how}, {what}; positions: the next offset to read per source topic/partition"
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,8 @@
 //! passed their time, all completed times together, key by key: a key whose document changed
 //! emits the new one, a key left with only a retraction emits a tombstone, and a key whose
 //! changes cancel emits nothing. Each root key is owned by one worker, so records of one key are
-//! written in order by one producer.
+//! written in order by one producer. A job stopped before every worker caught up writes nothing:
+//! its documents would reflect only part of the sources.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -73,6 +74,7 @@ pub fn sink<'s>(
     writer: SharedWriter,
     failure: Failure,
 ) -> Stream<'s, Time, Vec<()>> {
+    let peers = docs.inner.scope().peers();
     let rendered = docs.map(move |(key, doc)| {
         let mut text = String::new();
         write_json(&doc, &shape, &mut text);
@@ -93,8 +95,10 @@ pub fn sink<'s>(
                 let mut held = 0usize;
                 let mut compacted_at = 1024usize;
                 let mut ready: Vec<Pending> = Vec::new();
-                // The latest time at which a worker said it caught up.
+                // The latest time at which a worker said it caught up, and how many said so.
                 let mut release_at: Option<Time> = None;
+                let mut caught_up_workers = 0usize;
+                let mut discarded = false;
                 move |(input, frontier), (hold, hold_frontier), _output| {
                     input.for_each(|cap, data| {
                         for (kv, time, diff) in data.drain(..) {
@@ -106,11 +110,25 @@ pub fn sink<'s>(
                             held += 1;
                         }
                     });
-                    hold.for_each(|cap, _| {
+                    hold.for_each(|cap, data| {
+                        caught_up_workers += data.len();
                         if let Some(&t) = cap.least() {
                             release_at = release_at.max(Some(t));
                         }
                     });
+                    if hold_frontier.is_empty() && caught_up_workers < peers {
+                        // The job was stopped before every worker caught up: what was computed
+                        // reflects only part of the sources (writing it would tombstone the
+                        // documents of roots not read yet). Write nothing; the topic keeps
+                        // the documents of the last complete run.
+                        if !discarded && !pending.is_empty() {
+                            discarded = true;
+                            tracing::info!(updates = held, "stopped before every worker caught up with its sources: nothing computed in this run is written, the output topic is left as it was");
+                        }
+                        pending.clear();
+                        held = 0;
+                        return;
+                    }
                     let hydrating = !hold_frontier.is_empty()
                         || release_at.is_some_and(|t| frontier.less_equal(&t));
                     if hydrating {

@@ -147,9 +147,11 @@ impl KafkaOptions {
         for (k, v) in &self.properties {
             config.set(k, v);
         }
-        config.create_with_context(QuietContext::default()).map_err(|e| {
-            anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", self.brokers)
-        })
+        config
+            .create_with_context(QuietContext::default())
+            .map_err(|e| {
+                anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", self.brokers)
+            })
     }
 
     /// The number of partitions of each topic, waiting up to `wait` for topics to appear.
