@@ -15,6 +15,7 @@ TANSU_VERSION=0.6.0
 TOOLS=${DENORM_TOOLS:-$HOME/.local/share/denorm}
 PORT=${DENORM_BROKER_PORT:-19092}
 STATE=${DENORM_BROKER_STATE:-${TMPDIR:-/tmp}/denorm-broker-$PORT}
+case "$STATE" in /*) ;; *) STATE="$PWD/$STATE" ;; esac
 BIN="$TOOLS/bin/tansu"
 
 log() { echo "broker.sh: $*" >&2; }
@@ -51,6 +52,9 @@ start_locked() {
     sqlite) engine_args=(--storage-engine "sqlite://$STATE/tansu.db") ;;
     *) log "unknown storage '$storage' (memory|sqlite)"; exit 2 ;;
   esac
+  # tansu opens a sqlite:// path relative to its working directory, even an absolute one: run it
+  # from / so that sqlite:///abs/path is /abs/path.
+  cd /
   nohup "$BIN" broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" \

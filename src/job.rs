@@ -284,6 +284,13 @@ fn run_worker(
         if let Some(e) = failure.borrow_mut().take() {
             return Err(e);
         }
+        // Send again what the broker did not take (an outage); stop on a permanent failure.
+        for writer in &writers {
+            writer.borrow_mut().check()?;
+        }
+        if let Some(dead_letters) = &dead_letters {
+            dead_letters.check()?;
+        }
         let mut read = 0;
         if let Some(handles) = inputs.as_mut() {
             // Backpressure: let the dataflow catch up before reading more.

@@ -44,8 +44,22 @@ impl ClientContext for QuietContext {
 pub fn log_client_error(error: KafkaError, reason: &str) {
     let eof = matches!(error, KafkaError::PartitionEOF(_))
         || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-    if !eof {
-        tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error (the client reconnects and retries)");
+    if eof {
+        return;
+    }
+    // The same error over and over (a broker down for minutes): once per 10 seconds.
+    static LAST: std::sync::Mutex<
+        Option<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+    > = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = last
+        .get_or_insert_with(Default::default)
+        .entry(error.to_string())
+        .or_insert((std::time::Instant::now() - Duration::from_secs(3600), 0));
+    seen.1 += 1;
+    if seen.0.elapsed() >= Duration::from_secs(10) {
+        tracing::warn!(target: "librdkafka", %error, reason, times = seen.1, "Kafka client error (the client reconnects and retries)");
+        *seen = (std::time::Instant::now(), 0);
     }
 }
 
