@@ -339,6 +339,23 @@ fn expected_at(
     denorm::verify::reference::expected_documents(plan, &plan.products[0], &tables)
 }
 
+/// Every record of a topic as (partition, offset, key, value), in partition and offset order.
+fn read_placed(topic: &str) -> Vec<(i32, i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    denorm::verify::read_topic(&kafka(), topic, |origin, k, v| {
+        out.push((
+            origin.partition,
+            origin.offset,
+            String::from_utf8_lossy(k.unwrap_or_default()).into_owned(),
+            v.map(|v| String::from_utf8_lossy(v).into_owned()),
+        ));
+        Ok(())
+    })
+    .unwrap();
+    out.sort_by_key(|r| (r.0, r.1));
+    out
+}
+
 fn final_docs(records: &[(String, Option<String>)]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (k, v) in records {
@@ -820,4 +837,254 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
     run_ok(&["run", p.path(), "--brokers", &b, "--exit-when-caught-up"]);
     let (ok, report) = verify(&p, &b);
     assert!(ok, "{report}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Crash and restart.
+
+/// SIGKILL while the job writes documents for a stream of changes; more changes and root deletes
+/// while it is down; the restart writes exactly the documents that differ from what the topic
+/// holds (deleted roots get their tombstone) and verify passes.
+#[test]
+fn a_crash_mid_stream_and_a_restart_lose_nothing_and_rewrite_only_what_changed() {
+    let p = Product::new("crash");
+    create_topics(&p.plan, 2);
+    let b = brokers();
+    let (records, snapshot) = p.generate(3000, 9000, 21);
+    let (first, rest) = records.split_at(snapshot + 3000);
+    let (during, down) = rest.split_at(3000);
+    produce(first);
+    let mut job = Job::start(&p, &b, &["--batch-size", "256"]);
+    job.wait_log("job caught up:", Duration::from_secs(60));
+
+    // Stream changes and kill the job as soon as it writes documents for them.
+    let written_before = job.metric("denorm_documents_written_total");
+    let streamer = {
+        let during = during.to_vec();
+        std::thread::spawn(move || {
+            for chunk in during.chunks(100) {
+                produce(chunk);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let writing = wait_for(Duration::from_secs(30), || {
+        job.metric("denorm_documents_written_total") > written_before
+    });
+    job.signal("KILL");
+    let status = job.wait_exit(Duration::from_secs(10));
+    assert!(
+        writing,
+        "the job wrote nothing for the stream:\n{}",
+        job.log()
+    );
+    assert!(!status.success());
+    streamer.join().unwrap();
+
+    // While it is down: the rest of the changes, then deletes of 20 roots that have documents.
+    let before = read_placed(&p.output());
+    let ends: HashMap<i32, i64> = before.iter().map(|r| (r.0, r.1 + 1)).collect();
+    let held = final_docs(
+        &before
+            .iter()
+            .map(|r| (r.2.clone(), r.3.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let users = p.topic("users");
+    let mut deleted = Vec::new();
+    let mut tombstones = Vec::new();
+    for (topic, key, _) in &records[..snapshot] {
+        if topic != &users || deleted.len() == 20 {
+            continue;
+        }
+        let json: Value = serde_json::from_str(key.as_deref().unwrap()).unwrap();
+        let email = json.get("payload").unwrap_or(&json)["email"].clone();
+        let out_key = json!({ "email": email }).to_string();
+        if held.contains_key(&out_key) {
+            deleted.push(out_key);
+            tombstones.push((topic.clone(), key.clone(), None));
+        }
+    }
+    assert_eq!(deleted.len(), 20);
+    produce(down);
+    produce(&tombstones);
+
+    let mut job = Job::start(&p, &b, &[]);
+    job.wait_log("job caught up:", Duration::from_secs(60));
+    job.signal("TERM");
+    assert!(
+        job.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        job.log()
+    );
+    let (ok, report) = verify(&p, &b);
+    assert!(ok, "{report}");
+
+    let all = read_placed(&p.output());
+    let after: Vec<(String, Option<String>)> = all
+        .iter()
+        .filter(|r| r.1 >= ends.get(&r.0).copied().unwrap_or(0))
+        .map(|r| (r.2.clone(), r.3.clone()))
+        .collect();
+    let now = final_docs(
+        &all.iter()
+            .map(|r| (r.2.clone(), r.3.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let changed: Vec<&String> = held
+        .keys()
+        .chain(now.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| held.get(*k) != now.get(*k))
+        .collect();
+    eprintln!(
+        "crash: {} records before the restart ({} documents), {} written after it, {} documents changed",
+        before.len(),
+        held.len(),
+        after.len(),
+        changed.len()
+    );
+    // No burst: one record per document that changed, none repeating what the topic held.
+    assert_eq!(after.len(), changed.len(), "{after:#?}");
+    for (key, value) in &after {
+        assert_ne!(
+            held.get(key),
+            value.as_ref(),
+            "re-emitted an unchanged document {key}"
+        );
+    }
+    for key in &deleted {
+        assert!(
+            after.contains(&(key.clone(), None)),
+            "no tombstone for {key}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Broker outage.
+
+/// A tansu broker of this test's own, with sqlite storage (data survive a restart).
+struct OwnBroker {
+    port: u16,
+    state: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    fn start() -> OwnBroker {
+        // A port outside the ephemeral range, so that no client connection takes it while the
+        // broker is down.
+        let base = 19300 + (std::process::id() % 50) as u16 * 10;
+        let port = (base..base + 500)
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .unwrap();
+        let broker = OwnBroker {
+            port,
+            state: tempfile::tempdir().unwrap(),
+        };
+        broker.up();
+        broker
+    }
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    fn script(&self, args: &[&str]) {
+        let out = std::process::Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh"))
+            .args(args)
+            .env("DENORM_BROKER_PORT", self.port.to_string())
+            .env("DENORM_BROKER_STATE", self.state.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "broker.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fn up(&self) {
+        self.script(&["start", "sqlite"]);
+    }
+    fn down(&self) {
+        self.script(&["stop"]);
+        assert!(
+            wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(
+                self.addr()
+            )
+            .is_err()),
+            "the broker still accepts connections"
+        );
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh"))
+            .arg("stop")
+            .env("DENORM_BROKER_PORT", self.port.to_string())
+            .env("DENORM_BROKER_STATE", self.state.path())
+            .output();
+    }
+}
+
+/// The broker stops for 25 s while the job writes its first documents, and comes back with
+/// the same storage; the job waits, reconnects and resumes without exiting, and verify passes
+/// after the rest of the data.
+#[test]
+fn a_broker_outage_mid_stream_is_waited_out() {
+    let broker = OwnBroker::start();
+    let addr = broker.addr();
+    let k = KafkaOptions::new(&addr);
+    let p = Product::new("outage");
+    let mut topics: Vec<&str> = p.plan.sources.iter().map(|s| s.topic.as_str()).collect();
+    let output = p.output();
+    topics.push(&output);
+    denorm::kafka::admin::ensure_topics(&k, &topics, 2).unwrap();
+    let (records, snapshot) = p.generate(5000, 4000, 31);
+    let (first, rest) = records.split_at(snapshot);
+    produce_to(&k, first);
+
+    let mut job = Job::start(&p, &addr, &[]);
+    let end = Instant::now() + Duration::from_secs(120);
+    while job.metric("denorm_documents_written_total") == 0.0 {
+        assert!(Instant::now() < end && job.alive(), "{}", job.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    broker.down();
+    let enqueued = job.metric("denorm_documents_written_total");
+    std::thread::sleep(Duration::from_secs(25));
+    assert!(
+        job.alive(),
+        "the job exited during the outage:\n{}",
+        job.log()
+    );
+    broker.up();
+    produce_to(&k, rest);
+
+    let mut report = String::new();
+    let ok = wait_for(Duration::from_secs(180), || {
+        let (ok, text) = verify(&p, &addr);
+        report = text;
+        ok || !job.alive()
+    });
+    let log = job.log();
+    assert!(job.alive(), "the job exited:\n{log}");
+    assert!(ok, "{report}");
+    assert!(
+        log_lines(&log, "the client reconnects and retries").len() > 0,
+        "the outage was not logged:\n{log}"
+    );
+    eprintln!(
+        "outage: {enqueued} documents enqueued when the broker stopped, {} warnings of records sent again; {}",
+        log_lines(&log, "sending them again").len(),
+        report.lines().last().unwrap_or_default()
+    );
+    job.signal("TERM");
+    assert!(
+        job.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        job.log()
+    );
 }
