@@ -36,6 +36,10 @@ pub trait DocWriter {
     fn flush(&mut self) -> anyhow::Result<()>;
 }
 
+/// While hydrating, held documents are consolidated once their bytes pass twice this (or
+/// twice what the last consolidation left).
+const MIN_COMPACT_BYTES: usize = 4 << 20;
+
 /// A rendered `(key JSON, document JSON)` with its time and multiplicity.
 pub type TextUpdate = ((String, String), Time, isize);
 /// A rendered document with its multiplicity, waiting for its time to complete.
@@ -92,8 +96,13 @@ pub fn sink<'s>(
                 // Updates of times not yet written, each with a capability so that the probe after
                 // the sink does not pass a time before its documents are written.
                 let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Pending>)> = BTreeMap::new();
+                // Updates held, and their bytes: while hydrating, they are consolidated whenever
+                // either doubled since the last consolidation (so memory stays about twice
+                // the documents, however large they are).
                 let mut held = 0usize;
+                let mut held_bytes = 0usize;
                 let mut compacted_at = 1024usize;
+                let mut compacted_bytes = MIN_COMPACT_BYTES;
                 let mut ready: Vec<Pending> = Vec::new();
                 // The latest time at which a worker said it caught up, and how many said so.
                 let mut release_at: Option<Time> = None;
@@ -102,6 +111,7 @@ pub fn sink<'s>(
                 move |(input, frontier), (hold, hold_frontier), _output| {
                     input.for_each(|cap, data| {
                         for (kv, time, diff) in data.drain(..) {
+                            held_bytes += kv.0.len() + kv.1.len();
                             pending
                                 .entry(time)
                                 .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
@@ -127,6 +137,7 @@ pub fn sink<'s>(
                         }
                         pending.clear();
                         held = 0;
+                        held_bytes = 0;
                         return;
                     }
                     let hydrating = !hold_frontier.is_empty()
@@ -134,7 +145,7 @@ pub fn sink<'s>(
                     if hydrating {
                         // Hydrating: merge the completed times into the earliest one and consolidate,
                         // so the buffer holds about one document per key.
-                        if held > 2 * compacted_at {
+                        if held > 2 * compacted_at || held_bytes > 2 * compacted_bytes {
                             let complete: Vec<Time> = pending
                                 .keys()
                                 .copied()
@@ -153,7 +164,13 @@ pub fn sink<'s>(
                                 }
                             }
                             held = pending.values().map(|(_, b)| b.len()).sum();
+                            held_bytes = pending
+                                .values()
+                                .flat_map(|(_, b)| b.iter())
+                                .map(|((k, d), _)| k.len() + d.len())
+                                .sum();
                             compacted_at = held.max(1024);
+                            compacted_bytes = held_bytes.max(MIN_COMPACT_BYTES);
                         }
                         return;
                     }
@@ -164,6 +181,9 @@ pub fn sink<'s>(
                         }
                         let (cap, mut batch) = entry.remove();
                         held -= batch.len();
+                        held_bytes = held_bytes.saturating_sub(
+                            batch.iter().map(|((k, d), _)| k.len() + d.len()).sum(),
+                        );
                         ready.append(&mut batch);
                         caps.push(cap);
                     }
