@@ -5,7 +5,7 @@
 #   scripts/broker.sh start [memory|sqlite]
 #                                      start it in the background on $DENORM_BROKER_PORT (19092),
 #                                      wait until it accepts connections, print the bootstrap address
-#   scripts/broker.sh stop             stop the broker this script started
+#   scripts/broker.sh stop             stop the broker this script started (waits until it is gone)
 #   scripts/broker.sh status           say whether it runs
 #
 # The install is cached: a second call is instant. Everything it caches is rebuilt from crates.io.
@@ -15,6 +15,7 @@ TANSU_VERSION=0.6.0
 TOOLS=${DENORM_TOOLS:-$HOME/.local/share/denorm}
 PORT=${DENORM_BROKER_PORT:-19092}
 STATE=${DENORM_BROKER_STATE:-${TMPDIR:-/tmp}/denorm-broker-$PORT}
+case "$STATE" in /*) ;; *) STATE="$PWD/$STATE" ;; esac
 BIN="$TOOLS/bin/tansu"
 
 log() { echo "broker.sh: $*" >&2; }
@@ -51,6 +52,9 @@ start_locked() {
     sqlite) engine_args=(--storage-engine "sqlite://$STATE/tansu.db") ;;
     *) log "unknown storage '$storage' (memory|sqlite)"; exit 2 ;;
   esac
+  # tansu opens a sqlite:// path relative to its working directory, even an absolute one: run it
+  # from / so that sqlite:///abs/path is /abs/path.
+  cd /
   nohup "$BIN" broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" \
@@ -66,7 +70,15 @@ start_locked() {
 
 stop() {
   if [ -f "$STATE/broker.pid" ]; then
-    kill "$(cat "$STATE/broker.pid")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$STATE/broker.pid")
+    kill "$pid" 2>/dev/null || true
+    # Wait until it is gone (and its port free), so that a start right after does not find it.
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$STATE/broker.pid"
   fi
 }

@@ -76,7 +76,7 @@ impl JobOptions {
             plan: Arc::new(plan),
             kafka,
             exit_when_caught_up: false,
-            on_error: ErrorPolicy::Fail,
+            on_error: ErrorPolicy::Dlq,
             dlq_topic,
             batch_size: 4096,
             max_in_flight: 8,
@@ -95,8 +95,38 @@ pub struct WorkerReport {
     pub decode_errors: u64,
     pub documents_written: u64,
     pub caught_up_after: Option<Duration>,
+    /// Where this worker stopped reading its source partitions.
+    pub positions: Vec<SourcePosition>,
     /// When every worker of the job had caught up and the output was written.
     pub job_caught_up_after: Option<Duration>,
+}
+
+/// Where a worker stopped reading one source partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset after the last record read (the next to read); `None` if none was read.
+    pub next_offset: Option<i64>,
+}
+
+impl std::fmt::Display for SourcePosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.next_offset {
+            Some(o) => write!(f, "{}/{}={o}", self.topic, self.partition),
+            None => write!(f, "{}/{}=beginning", self.topic, self.partition),
+        }
+    }
+}
+
+/// `topic/partition=next_offset` for each position, space-separated, sorted.
+pub fn format_positions<'a>(positions: impl IntoIterator<Item = &'a SourcePosition>) -> String {
+    let mut all: Vec<&SourcePosition> = positions.into_iter().collect();
+    all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    all.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What the job did, summed over this process's workers.
@@ -115,6 +145,18 @@ impl JobReport {
     }
     pub fn decode_errors(&self) -> u64 {
         self.workers.iter().map(|w| w.decode_errors).sum()
+    }
+    /// Where this process's workers stopped reading, every source partition they read.
+    pub fn positions(&self) -> Vec<SourcePosition> {
+        self.workers
+            .iter()
+            .flat_map(|w| w.positions.iter().cloned())
+            .collect()
+    }
+    /// Whether every worker of the job caught up with its sources (and so the output was
+    /// written); false when the job was stopped before.
+    pub fn job_caught_up(&self) -> bool {
+        self.workers.iter().all(|w| w.job_caught_up_after.is_some())
     }
     /// When the slowest worker caught up.
     pub fn caught_up_after(&self) -> Option<Duration> {
@@ -228,6 +270,13 @@ fn run_worker(
         if let Some(e) = failure.borrow_mut().take() {
             return Err(e);
         }
+        // Send again what the broker did not take (an outage); stop on a permanent failure.
+        for writer in job.writers.values() {
+            writer.borrow_mut().check()?;
+        }
+        if let Some(dead_letters) = &dead_letters {
+            dead_letters.check()?;
+        }
         // Product changes: proposed by the watching worker, applied by all in one order.
         if inputs_open {
             if let Some(watcher) = watcher.as_mut() {
@@ -332,7 +381,8 @@ fn run_worker(
                     tracing::info!(
                         worker = index,
                         records_read = job.report.records_read,
-                        "stopping: flushing output"
+                        positions = %format_positions(&positions(job.readers.values().map(|r| &r.reader))),
+                        "stopping: read no more; flushing the output of what was read (next offset per source topic/partition)"
                     );
                 }
                 // Closing the inputs lets the dataflows drain and complete. A product that has
@@ -399,6 +449,7 @@ fn run_worker(
     if let Some(e) = failure.borrow_mut().take() {
         return Err(e);
     }
+    job.report.positions = positions(job.readers.values().map(|r| &r.reader));
     Ok(job.report)
 }
 
@@ -544,6 +595,20 @@ impl WorkerJob<'_> {
     }
 }
 
+fn positions<'a>(readers: impl Iterator<Item = &'a TopicReader>) -> Vec<SourcePosition> {
+    readers
+        .flat_map(|r| {
+            r.positions()
+                .into_iter()
+                .map(|(partition, next_offset)| SourcePosition {
+                    topic: r.topic.clone(),
+                    partition,
+                    next_offset,
+                })
+        })
+        .collect()
+}
+
 /// Creates missing output topics with as many partitions as the root source has. A broker that
 /// refuses (no permission, no admin API) is logged: the producer then reports its own error.
 fn create_outputs(options: &JobOptions) -> anyhow::Result<()> {
@@ -608,7 +673,8 @@ fn read_output(
     let mut reader = TopicReader::open(&options.kafka, topic, partitions, worker)?;
     while !reader.caught_up() {
         if options.stop.load(Ordering::SeqCst) {
-            anyhow::bail!("stopped while reading the output topic {topic}");
+            // Stopped before catching up: the sinks will write nothing, what was read is moot.
+            break;
         }
         reader.poll(
             10_000,
@@ -653,7 +719,7 @@ fn bad_record(
         .get_or_create(&crate::metrics::topic(&origin.topic))
         .inc();
     match policy {
-        ErrorPolicy::Fail => anyhow::bail!("cannot decode the record at {origin}: {error} (run with --on-error skip to log and skip such records)"),
+        ErrorPolicy::Fail => anyhow::bail!("cannot decode the record at {origin}: {error} (run with --on-error dlq to write such records to a dead-letter topic, or skip to log and skip them)"),
         ErrorPolicy::Skip => {
             tracing::warn!(%origin, %error, "skipped a record that cannot be decoded");
             Ok(())
@@ -661,6 +727,10 @@ fn bad_record(
         ErrorPolicy::Dlq => {
             let dead_letters = dead_letters.expect("a dead-letter writer exists under the dlq policy");
             dead_letters.send(origin, key, value, &error.to_string())?;
+            crate::metrics::metrics()
+                .dead_letters
+                .get_or_create(&crate::metrics::topic(&origin.topic))
+                .inc();
             tracing::warn!(%origin, %error, dlq = dead_letters.topic(), "wrote a record that cannot be decoded to the dead-letter topic");
             Ok(())
         }

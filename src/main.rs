@@ -91,8 +91,10 @@ struct RunArgs {
     /// Exit once all sources are read to the end they had at start and the output is written.
     #[arg(long)]
     exit_when_caught_up: bool,
-    /// What to do with a record that cannot be decoded.
-    #[arg(long, value_enum, env = "DENORM_ON_ERROR", default_value = "fail")]
+    /// What to do with a record that cannot be decoded (bad JSON, a declared column missing or
+    /// of another type): write it to the dead-letter topic and go on (dlq), log it and go on
+    /// (skip), or stop the job (fail).
+    #[arg(long, value_enum, env = "DENORM_ON_ERROR", default_value = "dlq")]
     on_error: ErrorPolicy,
     /// The dead-letter topic of `--on-error dlq` (default: <first product>.dlq).
     #[arg(long, env = "DENORM_DLQ_TOPIC")]
@@ -104,6 +106,10 @@ struct RunArgs {
     /// removed installs, rebuilds or removes its products in the running job (0: never).
     #[arg(long, env = "DENORM_WATCH_INTERVAL", default_value_t = 2.0)]
     watch_interval: f64,
+    /// Batches a worker may have in the dataflow before it stops reading (bounds memory in
+    /// flight while hydrating).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_flight: u64,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), at any path.
     #[arg(long, env = "DENORM_METRICS_ADDR")]
     metrics_addr: Option<String>,
@@ -278,6 +284,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         options.watch = Some(args.files.clone());
         options.watch_interval = std::time::Duration::from_secs_f64(args.watch_interval);
     }
+    options.max_in_flight = args.max_in_flight as usize;
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
@@ -286,14 +293,26 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     })
     .context("cannot install the Ctrl-C/SIGTERM handler")?;
+    let stopped = options.stop.clone();
     let report = job::run(options, args.timely()?)?;
+    let how = if stopped.load(Ordering::SeqCst) {
+        " on request (Ctrl-C/SIGTERM)"
+    } else {
+        ""
+    };
+    let what = if report.job_caught_up() {
+        "the output of every record read is written"
+    } else {
+        "before the job caught up with its sources: nothing of this run is written, the output topic is as it was"
+    };
     tracing::info!(
         records_read = report.records_read(),
         documents_written = report.documents_written(),
         decode_errors = report.decode_errors(),
         caught_up_seconds = report.caught_up_after().map(|d| d.as_secs_f64()),
         seconds = report.elapsed.as_secs_f64(),
-        "stopped"
+        positions = %job::format_positions(&report.positions()),
+        "stopped{how}, {what}; positions: the next offset to read per source topic/partition"
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
-//! Prometheus metrics of a job, served as text on `--metrics-addr`: records read and decode
-//! errors per source topic, documents written per output topic, and whether (and after how
+//! Prometheus metrics of a job, served as text on `--metrics-addr`: records read, decode
+//! errors and dead letters per source topic, documents written per output topic, and whether (and after how
 //! long) the job caught up with its sources.
 
 use std::io::{Read, Write};
@@ -21,6 +21,8 @@ pub struct TopicLabel {
 pub struct Metrics {
     pub records_read: Family<TopicLabel, Counter>,
     pub decode_errors: Family<TopicLabel, Counter>,
+    /// Undecodable records written to the dead-letter topic, per source topic they came from.
+    pub dead_letters: Family<TopicLabel, Counter>,
     pub documents_written: Family<TopicLabel, Counter>,
     /// 1 once every worker has read its partitions to the end they had at start and the
     /// output is written.
@@ -36,6 +38,7 @@ pub fn metrics() -> &'static Metrics {
         let mut registry = Registry::with_prefix("denorm");
         let records_read = Family::<TopicLabel, Counter>::default();
         let decode_errors = Family::<TopicLabel, Counter>::default();
+        let dead_letters = Family::<TopicLabel, Counter>::default();
         let documents_written = Family::<TopicLabel, Counter>::default();
         let caught_up = Gauge::default();
         let hydration_seconds = Gauge::<f64, AtomicU64>::default();
@@ -44,6 +47,11 @@ pub fn metrics() -> &'static Metrics {
             "decode_errors",
             "Source records that could not be decoded",
             decode_errors.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Undecodable source records written to the dead-letter topic, by source topic",
+            dead_letters.clone(),
         );
         registry.register(
             "documents_written",
@@ -63,6 +71,7 @@ pub fn metrics() -> &'static Metrics {
         Metrics {
             records_read,
             decode_errors,
+            dead_letters,
             documents_written,
             caught_up,
             hydration_seconds,

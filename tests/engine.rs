@@ -331,6 +331,8 @@ fn bad_records_stop_the_job_with_their_place() {
             "--brokers",
             &brokers(),
             "--exit-when-caught-up",
+            "--on-error",
+            "fail",
         ])
         .output()
         .unwrap();

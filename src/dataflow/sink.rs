@@ -8,7 +8,8 @@
 //! passed their time, all completed times together, key by key: a key whose document changed
 //! emits the new one, a key left with only a retraction emits a tombstone, and a key whose
 //! changes cancel emits nothing. Each root key is owned by one worker, so records of one key are
-//! written in order by one producer.
+//! written in order by one producer. A job stopped before every worker caught up writes nothing:
+//! its documents would reflect only part of the sources.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -35,6 +36,10 @@ pub trait DocWriter {
     /// Blocks until everything written so far is delivered.
     fn flush(&mut self) -> anyhow::Result<()>;
 }
+
+/// While hydrating, held documents are consolidated once their bytes pass twice this (or
+/// twice what the last consolidation left).
+const MIN_COMPACT_BYTES: usize = 4 << 20;
 
 /// What a sink compares, per rendered key: a computed document, or the JSON text of a document
 /// the output topic held at start. Documents are rendered only when written, or to compare them
@@ -63,6 +68,23 @@ pub struct SinkControl {
     pub caught_up: Cell<bool>,
 }
 pub type Control = Rc<SinkControl>;
+
+/// About how many bytes a held update takes (a document shared with the arrangements counts
+/// in full: the estimate errs towards consolidating more often).
+fn held_size((key, out): &(String, Out)) -> usize {
+    fn value_size(value: &Value) -> usize {
+        match value {
+            Value::Str(s) | Value::Json(s) => 24 + s.len(),
+            Value::Doc(items) => 24 + items.iter().map(value_size).sum::<usize>(),
+            _ => 24,
+        }
+    }
+    key.len()
+        + match out {
+            Out::Text(text) => text.len(),
+            Out::Doc(doc) => value_size(doc),
+        }
+}
 
 /// Renders a root key as a JSON object of the primary key columns.
 pub fn render_key(key_names: &[String], key: &Row) -> String {
@@ -109,15 +131,22 @@ pub fn sink<'s>(
                 // Updates of times not yet written, each with a capability so that the probe after
                 // the sink does not pass a time before its documents are written.
                 let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Pending>)> = BTreeMap::new();
+                // Updates held, and their bytes: while hydrating, they are consolidated whenever
+                // either doubled since the last consolidation (so memory stays about twice
+                // the documents, however large they are).
                 let mut held = 0usize;
+                let mut held_bytes = 0usize;
                 let mut compacted_at = 1024usize;
+                let mut compacted_bytes = MIN_COMPACT_BYTES;
                 let mut ready: Vec<Pending> = Vec::new();
-                // The latest time at which a worker said it caught up, and how many did.
+                // The latest time at which a worker said it caught up, and how many said so.
                 let mut release_at: Option<Time> = None;
-                let mut heard = 0usize;
+                let mut caught_up_workers = 0usize;
+                let mut discarded = false;
                 move |(input, frontier), (hold, hold_frontier), _output| {
                     input.for_each(|cap, data| {
                         for (kv, time, diff) in data.drain(..) {
+                            held_bytes += held_size(&kv);
                             pending
                                 .entry(time)
                                 .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
@@ -127,26 +156,34 @@ pub fn sink<'s>(
                         }
                     });
                     hold.for_each(|cap, data| {
-                        heard += data.len();
+                        caught_up_workers += data.len();
                         if let Some(&t) = cap.least() {
                             release_at = release_at.max(Some(t));
                         }
                     });
-                    // A worker that stopped before it caught up closed its hold unannounced.
-                    if hold_frontier.is_empty() && heard < peers {
+                    if hold_frontier.is_empty() && caught_up_workers < peers {
+                        // The job was stopped before every worker caught up: what was computed
+                        // reflects only part of the sources (writing it would tombstone the
+                        // documents of roots not read yet). Write nothing; the topic keeps
+                        // the documents of the last complete run.
                         control.discard.set(true);
                     }
                     if control.discard.get() {
+                        if !discarded && !pending.is_empty() {
+                            discarded = true;
+                            tracing::info!(updates = held, "stopped before every worker caught up with its sources: nothing computed in this run is written, the output topic is left as it was");
+                        }
                         pending.clear();
                         held = 0;
+                        held_bytes = 0;
                         return;
                     }
-                    let hydrating =
-                        heard < peers || release_at.is_some_and(|t| frontier.less_equal(&t));
+                    let hydrating = caught_up_workers < peers
+                        || release_at.is_some_and(|t| frontier.less_equal(&t));
                     if hydrating {
                         // Hydrating: merge the completed times into the earliest one and consolidate,
                         // so the buffer holds about one document per key.
-                        if held > 2 * compacted_at {
+                        if held > 2 * compacted_at || held_bytes > 2 * compacted_bytes {
                             let complete: Vec<Time> = pending
                                 .keys()
                                 .copied()
@@ -165,7 +202,13 @@ pub fn sink<'s>(
                                 }
                             }
                             held = pending.values().map(|(_, b)| b.len()).sum();
+                            held_bytes = pending
+                                .values()
+                                .flat_map(|(_, b)| b.iter())
+                                .map(|(kv, _)| held_size(kv))
+                                .sum();
                             compacted_at = held.max(1024);
+                            compacted_bytes = held_bytes.max(MIN_COMPACT_BYTES);
                         }
                         return;
                     }
@@ -176,6 +219,9 @@ pub fn sink<'s>(
                         }
                         let (cap, mut batch) = entry.remove();
                         held -= batch.len();
+                        held_bytes = held_bytes.saturating_sub(
+                            batch.iter().map(|(kv, _)| held_size(kv)).sum(),
+                        );
                         ready.append(&mut batch);
                         caps.push(cap);
                     }

@@ -76,7 +76,7 @@ impl RecordProducer {
         key: Option<&str>,
         value: Option<&str>,
     ) -> anyhow::Result<()> {
-        super::producer::send_blocking(&self.producer, topic, key, value)?;
+        super::producer::send_blocking(&self.producer, topic, key, value, 0)?;
         self.sent += 1;
         Ok(())
     }

@@ -10,16 +10,56 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientConfig;
 
 /// Routes librdkafka's errors to `tracing`, leaving out partition-EOF notices (the readers use
-/// them to know they reached the end; they are not errors).
-pub struct QuietContext;
+/// them to know they reached the end; they are not errors), and remembers an authentication
+/// failure so that start-up can stop with it instead of waiting for topics it will never see.
+#[derive(Default)]
+pub struct QuietContext {
+    authentication: std::sync::Mutex<Option<String>>,
+}
+
+impl QuietContext {
+    /// The broker's last refusal of our credentials, if any.
+    pub fn authentication_failure(&self) -> Option<String> {
+        self.authentication
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
 
 impl ClientContext for QuietContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error (the client retries)");
+        if is_authentication(&error) {
+            *self
+                .authentication
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(format!("{error}: {reason}"));
         }
+        log_client_error(error, reason);
+    }
+}
+
+/// Logs a librdkafka client error (a broker down, a connection refused: the client reconnects
+/// and retries by itself), except partition-EOF notices.
+pub fn log_client_error(error: KafkaError, reason: &str) {
+    let eof = matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+    if eof {
+        return;
+    }
+    // The same error over and over (a broker down for minutes): once per 10 seconds.
+    static LAST: std::sync::Mutex<
+        Option<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+    > = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = last
+        .get_or_insert_with(Default::default)
+        .entry(error.to_string())
+        .or_insert((std::time::Instant::now() - Duration::from_secs(3600), 0));
+    seen.1 += 1;
+    if seen.0.elapsed() >= Duration::from_secs(10) {
+        tracing::warn!(target: "librdkafka", %error, reason, times = seen.1, "Kafka client error (the client reconnects and retries)");
+        *seen = (std::time::Instant::now(), 0);
     }
 }
 
@@ -127,9 +167,11 @@ impl KafkaOptions {
         for (k, v) in &self.properties {
             config.set(k, v);
         }
-        config.create_with_context(QuietContext).map_err(|e| {
-            anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", self.brokers)
-        })
+        config
+            .create_with_context(QuietContext::default())
+            .map_err(|e| {
+                anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", self.brokers)
+            })
     }
 
     /// The number of partitions of each topic, waiting up to `wait` for topics to appear.
@@ -140,23 +182,40 @@ impl KafkaOptions {
         for topic in topics {
             loop {
                 let found = consumer
-                    .fetch_metadata(Some(topic), Duration::from_secs(5))
-                    .ok()
-                    .and_then(|m| {
+                    .fetch_metadata(Some(topic), Duration::from_secs(1))
+                    .map(|m| {
                         m.topics()
                             .iter()
                             .find(|t| t.name() == *topic)
                             .map(|t| (t.partitions().len(), t.error()))
                     });
                 match found {
-                    Some((n, None)) if n > 0 => {
+                    Ok(Some((n, None))) if n > 0 => {
                         counts.push(n as i32);
                         break;
                     }
                     other => {
-                        if std::time::Instant::now() >= deadline {
+                        // A broker that refuses our credentials will not change its mind.
+                        // (Polling serves the client's error events, nothing is assigned.)
+                        let _ = consumer.poll(Duration::ZERO);
+                        let refused = match &other {
+                            Err(e) if is_authentication(e) => Some(e.to_string()),
+                            _ => consumer.context().authentication_failure(),
+                        };
+                        if let Some(refused) = refused {
                             anyhow::bail!(
-                                "source topic `{topic}` is not available on {} (metadata: {other:?}); create it or check the product file",
+                                "the brokers {} refused to authenticate the client: {refused} (check security.protocol and the sasl.* and ssl.* settings)",
+                                self.brokers
+                            );
+                        }
+                        if std::time::Instant::now() >= deadline {
+                            let why = match other {
+                                Ok(Some((n, error))) => format!("{n} partitions, error {error:?}"),
+                                Ok(None) => "the broker does not know it".to_owned(),
+                                Err(e) => format!("the metadata request failed: {e}"),
+                            };
+                            anyhow::bail!(
+                                "source topic `{topic}` is not available on {} ({why}); create it or check the product file and the Kafka settings",
                                 self.brokers
                             );
                         }
@@ -167,6 +226,14 @@ impl KafkaOptions {
         }
         Ok(counts)
     }
+}
+
+/// Whether a client error says the broker refused our credentials.
+fn is_authentication(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+    )
 }
 
 #[cfg(test)]

@@ -5,23 +5,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
 use super::client::KafkaOptions;
-use super::producer::{send_record, DeliveryTracker, TrackingContext};
+use super::producer::{flush_all, send_record, DeliveryTracker, TrackingContext, RESEND_BACKOFF};
 use super::source::Origin;
 
 pub struct DeadLetters {
     topic: String,
     producer: ThreadedProducer<TrackingContext>,
     tracker: Arc<DeliveryTracker>,
+    seq: std::cell::Cell<usize>,
 }
 
 impl DeadLetters {
     pub fn new(kafka: &KafkaOptions, topic: &str) -> anyhow::Result<Self> {
-        let tracker = Arc::new(DeliveryTracker::default());
+        // Every dead letter is sent again until delivered (none supersedes another).
+        let tracker = Arc::new(DeliveryTracker::resending(false));
         let mut config = kafka.client_config();
         config.set("acks", "all").set("linger.ms", "5");
+        for (k, v) in &kafka.properties {
+            config.set(k, v);
+        }
         let producer = config
             .create_with_context(TrackingContext(tracker.clone()))
             .map_err(|e| {
@@ -34,7 +39,18 @@ impl DeadLetters {
             topic: topic.to_owned(),
             producer,
             tracker,
+            seq: std::cell::Cell::new(0),
         })
+    }
+
+    /// Fails on a permanent delivery failure; sends again what failed for a passing reason.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.tracker.check()?;
+        let mut seq = self.seq.get();
+        self.tracker
+            .resend_undelivered(&self.producer, &mut seq, RESEND_BACKOFF)?;
+        self.seq.set(seq);
+        Ok(())
     }
 
     pub fn topic(&self) -> &str {
@@ -50,7 +66,9 @@ impl DeadLetters {
         value: Option<&[u8]>,
         error: &str,
     ) -> anyhow::Result<()> {
-        self.tracker.check()?;
+        self.check()?;
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
         let partition = origin.partition.to_string();
         let offset = origin.offset.to_string();
         let headers = OwnedHeaders::new()
@@ -70,7 +88,8 @@ impl DeadLetters {
                 key: "denorm.offset",
                 value: Some(offset.as_str()),
             });
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, seq).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -81,9 +100,15 @@ impl DeadLetters {
     }
 
     pub fn flush(&self) -> anyhow::Result<()> {
-        self.producer
-            .flush(Duration::from_secs(120))
-            .map_err(|e| anyhow::anyhow!("flushing dead letters to {} failed: {e}", self.topic))?;
-        self.tracker.check()
+        let mut seq = self.seq.get();
+        let result = flush_all(
+            &self.producer,
+            &self.tracker,
+            &mut seq,
+            &self.topic,
+            Duration::from_secs(300),
+        );
+        self.seq.set(seq);
+        result.map_err(|e| anyhow::anyhow!("flushing dead letters to {} failed: {e:#}", self.topic))
     }
 }

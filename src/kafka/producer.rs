@@ -1,56 +1,215 @@
-//! Writing documents to a product's output topic: one idempotent-ordered producer per worker,
-//! delivery failures collected and turned into a job error (nothing is dropped silently).
+//! Writing documents to a product's output topic: one ordered producer per worker. Records the
+//! broker did not take for a reason that may pass (it went down, answered an error while
+//! stopping, a delivery timed out) are sent again; a permanent failure (a record too large, no
+//! permission) becomes a job error. Nothing is dropped silently.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
 use super::client::KafkaOptions;
 use crate::dataflow::sink::DocWriter;
 
-/// Counts deliveries and keeps the first failure.
+/// A record the broker did not take for a reason that may pass (a broker going down, an error
+/// it answered while stopping, a delivery timeout): it is sent again.
+pub struct Undelivered {
+    /// The sequence number it was sent with (its delivery opaque).
+    pub seq: usize,
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Option<OwnedHeaders>,
+    pub error: String,
+    pub at: Instant,
+}
+
+/// Counts deliveries, keeps the first permanent failure, and collects the records to send again.
 #[derive(Default)]
 pub struct DeliveryTracker {
     pub delivered: AtomicU64,
     pub failure: Mutex<Option<String>>,
+    /// Send records again on failures that may pass (else every failure is permanent).
+    pub resend: bool,
+    /// With `resend`: only the latest record of a key is sent again (a later one supersedes
+    /// it): key → sequence number of its latest record not yet delivered.
+    pub supersede: bool,
+    pub latest: Mutex<HashMap<Vec<u8>, usize>>,
+    pub undelivered: Mutex<Vec<Undelivered>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Delivery failures that sending again cannot fix: the record or the settings are wrong.
+fn permanent(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            MessageSizeTooLarge
+                | InvalidMessageSize
+                | InvalidMessage
+                | InvalidRecord
+                | InvalidTopic
+                | InvalidRequiredAcks
+                | TopicAuthorizationFailed
+                | ClusterAuthorizationFailed
+                | PolicyViolation
+                | Authentication
+                | SaslAuthenticationFailed
+        )
+    )
 }
 
 impl DeliveryTracker {
-    /// The first delivery failure, as an error.
+    /// A tracker that sends records again on failures that may pass; `supersede`: only the
+    /// latest record of each key.
+    pub fn resending(supersede: bool) -> Self {
+        DeliveryTracker {
+            resend: true,
+            supersede,
+            ..Default::default()
+        }
+    }
+
+    /// The first permanent delivery failure, as an error.
     pub fn check(&self) -> anyhow::Result<()> {
-        match self
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        match lock(&self.failure).as_ref() {
             Some(f) => anyhow::bail!("{f}"),
             None => Ok(()),
         }
+    }
+
+    /// Notes that record `seq` with `key` is being sent.
+    fn sending(&self, seq: usize, key: Option<&[u8]>) {
+        if self.supersede {
+            if let Some(key) = key {
+                lock(&self.latest).insert(key.to_vec(), seq);
+            }
+        }
+    }
+
+    /// Sends again the failed records whose failure is older than `backoff` (and that no later
+    /// record of their key supersedes); `next_seq` numbers them. Returns how many were sent.
+    pub fn resend_undelivered<C: ProducerContext<DeliveryOpaque = usize> + 'static>(
+        &self,
+        producer: &ThreadedProducer<C>,
+        next_seq: &mut usize,
+        backoff: Duration,
+    ) -> anyhow::Result<usize> {
+        let due: Vec<Undelivered> = {
+            let mut undelivered = lock(&self.undelivered);
+            if undelivered.is_empty() {
+                return Ok(0);
+            }
+            let (due, later) = undelivered
+                .drain(..)
+                .partition(|u| u.at.elapsed() >= backoff);
+            *undelivered = later;
+            due
+        };
+        let mut sent = 0;
+        for u in due {
+            if self.supersede {
+                let latest = u
+                    .key
+                    .as_ref()
+                    .and_then(|k| lock(&self.latest).get(k).copied());
+                if latest != Some(u.seq) {
+                    continue; // a later record of the key was sent after it
+                }
+            }
+            *next_seq += 1;
+            let seq = *next_seq;
+            self.sending(seq, u.key.as_deref());
+            let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&u.topic, seq);
+            if let Some(k) = &u.key {
+                record = record.key(k);
+            }
+            if let Some(p) = &u.payload {
+                record = record.payload(p);
+            }
+            if let Some(h) = u.headers.clone() {
+                record = record.headers(h);
+            }
+            send_record(producer, record)?;
+            sent += 1;
+            warn_sometimes(&format!(
+                "the broker did not take records for {} ({}); sending them again",
+                u.topic, u.error
+            ));
+        }
+        Ok(sent)
+    }
+
+    /// Records failed and waiting to be sent again.
+    pub fn waiting(&self) -> usize {
+        lock(&self.undelivered).len()
+    }
+}
+
+/// Logs `message` as a warning at most once per 10 seconds (per message).
+fn warn_sometimes(message: &str) {
+    static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+    let mut last = lock(&LAST);
+    let map = last.get_or_insert_with(HashMap::new);
+    let entry = map
+        .entry(message.to_owned())
+        .or_insert((Instant::now() - Duration::from_secs(3600), 0));
+    entry.1 += 1;
+    if entry.0.elapsed() >= Duration::from_secs(10) {
+        tracing::warn!(times = entry.1, "{message}");
+        *entry = (Instant::now(), 0);
     }
 }
 
 pub struct TrackingContext(pub Arc<DeliveryTracker>);
 
-impl ClientContext for TrackingContext {}
+impl ClientContext for TrackingContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::client::log_client_error(error, reason);
+    }
+}
 
 impl ProducerContext for TrackingContext {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let tracker = &self.0;
         match result {
-            Ok(_) => {
-                self.0.delivered.fetch_add(1, Ordering::Relaxed);
+            Ok(message) => {
+                tracker.delivered.fetch_add(1, Ordering::Relaxed);
+                if tracker.supersede {
+                    if let Some(key) = message.key() {
+                        let mut latest = lock(&tracker.latest);
+                        if latest.get(key) == Some(&seq) {
+                            latest.remove(key);
+                        }
+                    }
+                }
+            }
+            Err((e, message)) if tracker.resend && !permanent(e) => {
+                lock(&tracker.undelivered).push(Undelivered {
+                    seq,
+                    topic: message.topic().to_owned(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    headers: message.headers().map(|h| h.detach()),
+                    error: e.to_string(),
+                    at: Instant::now(),
+                });
             }
             Err((e, message)) => {
-                use rdkafka::message::Message;
-                let mut failure = self.0.failure.lock().unwrap_or_else(|p| p.into_inner());
+                let mut failure = lock(&tracker.failure);
                 failure.get_or_insert_with(|| {
                     format!(
-                        "could not deliver a document to {} partition {}: {e}",
+                        "could not deliver a record to {} partition {}: {e}",
                         message.topic(),
                         message.partition()
                     )
@@ -62,13 +221,14 @@ impl ProducerContext for TrackingContext {
 
 /// Enqueues one record (`value` `None`: a tombstone), waiting while the client's queue is full:
 /// that wait is the backpressure from a slow broker.
-pub fn send_blocking<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
+pub fn send_blocking<C: ProducerContext<DeliveryOpaque = usize> + 'static>(
     producer: &ThreadedProducer<C>,
     topic: &str,
     key: Option<&str>,
     value: Option<&str>,
+    seq: usize,
 ) -> anyhow::Result<()> {
-    let mut record = BaseRecord::<str, str>::to(topic);
+    let mut record = BaseRecord::<str, str, usize>::with_opaque_to(topic, seq);
     if let Some(k) = key {
         record = record.key(k);
     }
@@ -81,10 +241,10 @@ pub fn send_blocking<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
 /// Enqueues a prepared record, waiting while the client's queue is full.
 pub fn send_record<C, K, P>(
     producer: &ThreadedProducer<C>,
-    mut record: BaseRecord<'_, K, P>,
+    mut record: BaseRecord<'_, K, P, usize>,
 ) -> anyhow::Result<()>
 where
-    C: ProducerContext<DeliveryOpaque = ()> + 'static,
+    C: ProducerContext<DeliveryOpaque = usize> + 'static,
     K: rdkafka::message::ToBytes + ?Sized,
     P: rdkafka::message::ToBytes + ?Sized,
 {
@@ -100,17 +260,49 @@ where
     }
 }
 
-/// Writes upsert records (JSON key, JSON document or tombstone) to one topic.
+/// How long a record that failed waits before it is sent again.
+pub const RESEND_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Waits until every record sent is delivered (sending again those that failed for a reason
+/// that may pass), or a permanent failure, or `timeout`.
+pub fn flush_all<C: ProducerContext<DeliveryOpaque = usize> + 'static>(
+    producer: &ThreadedProducer<C>,
+    tracker: &DeliveryTracker,
+    next_seq: &mut usize,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        tracker.check()?;
+        tracker.resend_undelivered(producer, next_seq, RESEND_BACKOFF)?;
+        let pending = producer.in_flight_count().max(0) as usize + tracker.waiting();
+        if pending == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{pending} records to {topic} were not delivered within {timeout:?}"
+        );
+        let _ = producer.flush(Duration::from_millis(200));
+    }
+}
+
+/// Writes upsert records (JSON key, JSON document or tombstone) to one topic. A record the
+/// broker did not take for a reason that may pass (an outage) is sent again unless a later
+/// record of its key was sent since: the job waits out outages without losing or reordering
+/// documents.
 pub struct KafkaWriter {
     topic: String,
     producer: ThreadedProducer<TrackingContext>,
     tracker: Arc<DeliveryTracker>,
+    seq: usize,
     pub written: u64,
 }
 
 impl KafkaWriter {
     pub fn new(options: &KafkaOptions, topic: &str) -> anyhow::Result<Self> {
-        let tracker = Arc::new(DeliveryTracker::default());
+        let tracker = Arc::new(DeliveryTracker::resending(true));
         let mut config = options.client_config();
         // Keep per-key order across retries; acks from all in-sync replicas.
         config
@@ -134,19 +326,26 @@ impl KafkaWriter {
             topic: topic.to_owned(),
             producer,
             tracker,
+            seq: 0,
             written: 0,
         })
     }
 
-    fn check(&self) -> anyhow::Result<()> {
-        self.tracker.check()
+    /// Fails on a permanent delivery failure; sends again what failed for a passing reason.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        self.tracker.check()?;
+        self.tracker
+            .resend_undelivered(&self.producer, &mut self.seq, RESEND_BACKOFF)?;
+        Ok(())
     }
 }
 
 impl DocWriter for KafkaWriter {
     fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
         self.check()?;
-        send_blocking(&self.producer, &self.topic, Some(key), value)?;
+        self.seq += 1;
+        self.tracker.sending(self.seq, Some(key.as_bytes()));
+        send_blocking(&self.producer, &self.topic, Some(key), value, self.seq)?;
         self.written += 1;
         crate::metrics::metrics()
             .documents_written
@@ -156,9 +355,13 @@ impl DocWriter for KafkaWriter {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        self.producer
-            .flush(Duration::from_secs(300))
-            .map_err(|e| anyhow::anyhow!("flushing documents to {} failed: {e}", self.topic))?;
-        self.check()
+        flush_all(
+            &self.producer,
+            &self.tracker,
+            &mut self.seq,
+            &self.topic,
+            Duration::from_secs(300),
+        )
+        .map_err(|e| anyhow::anyhow!("flushing documents to {} failed: {e:#}", self.topic))
     }
 }

@@ -2,7 +2,7 @@
 //! that polls records without blocking and knows when each of its partitions reached the end it
 //! had when the job started (partition EOF), so the job can say it has caught up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
@@ -50,6 +50,8 @@ pub struct TopicReader {
     consumer: Option<Reader>,
     partitions: Vec<i32>,
     reached_end: BTreeSet<i32>,
+    /// The offset after the last record read, per partition (absent: nothing read yet).
+    next_offsets: BTreeMap<i32, i64>,
     /// Transport errors seen (the client retries them itself); logged, not fatal.
     pub transient_errors: u64,
 }
@@ -80,12 +82,22 @@ impl TopicReader {
             consumer,
             partitions,
             reached_end: BTreeSet::new(),
+            next_offsets: BTreeMap::new(),
             transient_errors: 0,
         })
     }
 
     pub fn partitions(&self) -> &[i32] {
         &self.partitions
+    }
+
+    /// Where reading stands: per assigned partition, the offset after the last record read
+    /// (the next one to read), or `None` when nothing has been read from it.
+    pub fn positions(&self) -> Vec<(i32, Option<i64>)> {
+        self.partitions
+            .iter()
+            .map(|p| (*p, self.next_offsets.get(p).copied()))
+            .collect()
     }
 
     /// True once every assigned partition has reached its end at least once.
@@ -121,6 +133,8 @@ impl TopicReader {
                         message.payload(),
                         message.timestamp().to_millis(),
                     )?;
+                    self.next_offsets
+                        .insert(message.partition(), message.offset() + 1);
                     read += 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
