@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use timely::synchronization::Sequencer;
 
 use crate::dataflow::catalog::Catalog;
-use crate::dataflow::sink::{Failure, Out, SharedWriter};
+use crate::dataflow::sink::{Failure, SharedWriter, Side};
 use crate::dataflow::upsert::SourceEvent;
 use crate::dataflow::Time;
 use crate::decode::{self, Change};
@@ -371,7 +371,7 @@ fn run_worker(
                     let mut hold = product.hold.take().expect("checked");
                     hold.advance_to(time);
                     for w in 0..peers {
-                        hold.send(w as u64);
+                        hold.send(Side::CaughtUp(w as u64));
                     }
                 }
             }
@@ -408,7 +408,7 @@ fn run_worker(
                 let held = read_output(options, &product.plan.output_topic, index, peers)?;
                 tracing::info!(worker = index, topic = %product.plan.output_topic, documents = held.len(), "read the output topic");
                 for (key, doc) in held {
-                    input.send(((key, Out::Text(doc)), 0, -1));
+                    input.send(Side::Held(key, doc));
                 }
             }
         }

@@ -18,7 +18,7 @@ use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::AsCollection;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::progress::frontier::{Antichain, AntichainRef};
 use timely::worker::Worker;
@@ -322,11 +322,10 @@ impl Catalog {
                 let mut hold = HoldInput::new();
                 let (all_caught_up, hold_stream) = hold.to_stream(scope).probe();
                 let mut emitted = EmittedInput::new();
-                let already = emitted.to_stream(scope).as_collection();
+                let side = hold_stream.concat(emitted.to_stream(scope));
                 sink::sink(
                     docs,
-                    already,
-                    hold_stream,
+                    side,
                     &product.name,
                     key_names,
                     product.shape(),

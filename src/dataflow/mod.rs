@@ -15,14 +15,14 @@ use upsert::SourceEvent;
 
 /// A source's input handle.
 pub type SourceInput = InputHandle<Time, CapacityContainerBuilder<Vec<SourceEvent>>>;
-/// What a product's output topic held at start: `((key JSON, Out::Text(document JSON)), 0, -1)`.
-pub type EmittedInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::OutUpdate>>>;
+/// What a product's output topic held when it started: `Side::Held(key JSON, document JSON)`.
+pub type EmittedInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::Side>>>;
 /// Held by every worker until it has caught up with its sources. Then it sends, at the time it
 /// caught up, one message addressed to each worker (the value is the addressee) and drops the
 /// handle. The sinks write nothing before every worker has dropped it and every time before the
 /// latest of those messages is complete: that is when all of the sources' start-time contents
 /// are in the documents.
-pub type HoldInput = InputHandle<Time, CapacityContainerBuilder<Vec<u64>>>;
+pub type HoldInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::Side>>>;
 
 /// Logical time: each worker stamps its input batches with a monotone millisecond counter.
 pub type Time = u64;

@@ -17,7 +17,6 @@ use std::rc::Rc;
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::Hashable;
-use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -101,15 +100,27 @@ pub fn render_key(key_names: &[String], key: &Row) -> String {
     out
 }
 
-/// Emits the changes of `docs` (root key → document) against `already` (what the output topic
-/// held at start, as retractions) to `writer`. `hold` brings one message from every worker once
-/// it has caught up; nothing is written before all of them arrived. The returned stream carries
-/// nothing; probe it to know which times have been written.
+/// What reaches a sink besides the documents: that a worker caught up with the product's
+/// sources, or a document the output topic held when the product started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    /// Sent by every worker to every worker (the value is the addressee) at the time it caught up.
+    CaughtUp(u64),
+    /// `(key JSON, document JSON)` as the output topic holds it.
+    Held(String, String),
+}
+
+/// Emits the changes of `docs` (root key → document) against what the output topic held when
+/// the product started (`Side::Held`) to `writer`. `side` also brings one `CaughtUp` from every
+/// worker; nothing is written before all of them and every held document arrived (the side
+/// stream is complete) and the documents of every time up to the latest `CaughtUp` are
+/// computed. The side stream's frontier does not hold back the documents: while hydrating, the
+/// sink consolidates the completed times of the documents as they come. The returned stream
+/// carries nothing; probe it to know which times have been written.
 #[allow(clippy::too_many_arguments)]
 pub fn sink<'s>(
     docs: Items<'s>,
-    already: VecCollection<'s, Time, (String, Out)>,
-    hold: Stream<'s, Time, Vec<u64>>,
+    side: Stream<'s, Time, Vec<Side>>,
     name: &str,
     key_names: Vec<String>,
     shape: Shape,
@@ -120,12 +131,14 @@ pub fn sink<'s>(
     let peers = docs.scope().peers();
     let rendered = docs.map(move |(key, doc)| (render_key(&key_names, &key), Out::Doc(doc)));
     rendered
-        .concat(already)
         .inner
         .binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
-            hold,
+            side,
             Exchange::new(|((key, _), _, _): &OutUpdate| key.hashed()),
-            Exchange::new(|worker: &u64| *worker),
+            Exchange::new(|side: &Side| match side {
+                Side::CaughtUp(worker) => *worker,
+                Side::Held(key, _) => key.hashed(),
+            }),
             &format!("Sink({name})"),
             move |_cap, _info| {
                 // Updates of times not yet written, each with a capability so that the probe after
@@ -142,8 +155,10 @@ pub fn sink<'s>(
                 // The latest time at which a worker said it caught up, and how many said so.
                 let mut release_at: Option<Time> = None;
                 let mut caught_up_workers = 0usize;
+                // What the output topic held, added to the first window written.
+                let mut held_texts: Vec<Pending> = Vec::new();
                 let mut discarded = false;
-                move |(input, frontier), (hold, hold_frontier), _output| {
+                move |(input, frontier), (side, side_frontier), _output| {
                     input.for_each(|cap, data| {
                         for (kv, time, diff) in data.drain(..) {
                             held_bytes += held_size(&kv);
@@ -155,13 +170,22 @@ pub fn sink<'s>(
                             held += 1;
                         }
                     });
-                    hold.for_each(|cap, data| {
-                        caught_up_workers += data.len();
-                        if let Some(&t) = cap.least() {
-                            release_at = release_at.max(Some(t));
+                    side.for_each(|cap, data| {
+                        for message in data.drain(..) {
+                            match message {
+                                Side::CaughtUp(_) => {
+                                    caught_up_workers += 1;
+                                    if let Some(&t) = cap.least() {
+                                        release_at = release_at.max(Some(t));
+                                    }
+                                }
+                                Side::Held(key, doc) => {
+                                    held_texts.push(((key, Out::Text(doc)), -1));
+                                }
+                            }
                         }
                     });
-                    if hold_frontier.is_empty() && caught_up_workers < peers {
+                    if side_frontier.is_empty() && caught_up_workers < peers {
                         // The job was stopped before every worker caught up: what was computed
                         // reflects only part of the sources (writing it would tombstone the
                         // documents of roots not read yet). Write nothing; the topic keeps
@@ -174,11 +198,13 @@ pub fn sink<'s>(
                             tracing::info!(updates = held, "stopped before every worker caught up with its sources: nothing computed in this run is written, the output topic is left as it was");
                         }
                         pending.clear();
+                        held_texts.clear();
                         held = 0;
                         held_bytes = 0;
                         return;
                     }
                     let hydrating = caught_up_workers < peers
+                        || !side_frontier.is_empty()
                         || release_at.is_some_and(|t| frontier.less_equal(&t));
                     if hydrating {
                         // Hydrating: merge the completed times into the earliest one and consolidate,
@@ -213,6 +239,7 @@ pub fn sink<'s>(
                         return;
                     }
                     let mut caps = Vec::new();
+                    ready.append(&mut held_texts);
                     while let Some(entry) = pending.first_entry() {
                         if frontier.less_equal(entry.key()) {
                             break;

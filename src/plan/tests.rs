@@ -987,8 +987,9 @@ fn merge_rejects_a_topic_declared_with_different_columns() {
         .unwrap_err()
         .to_string();
     assert!(
-        message.contains("topic shop.public.customers is declared with other columns or primary key in")
-            && message.contains("customers.toml")
+        message.contains(
+            "topic shop.public.customers is declared with other columns or primary key in"
+        ) && message.contains("customers.toml")
             && message.contains("shop.toml"),
         "{message}"
     );
