@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -234,11 +234,11 @@ fn verify(product: &Product, brokers: &str) -> (bool, String) {
     )
 }
 
-/// Every record of a topic with its headers: (key, value, headers).
-fn read_with_headers(
-    kafka: &KafkaOptions,
-    topic: &str,
-) -> Vec<(Option<String>, Option<String>, BTreeMap<String, String>)> {
+/// A record with its headers: (key, value, headers).
+type Letter = (Option<String>, Option<String>, BTreeMap<String, String>);
+
+/// Every record of a topic with its headers.
+fn read_with_headers(kafka: &KafkaOptions, topic: &str) -> Vec<Letter> {
     use rdkafka::consumer::Consumer;
     use rdkafka::message::{Headers, Message};
     let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
@@ -1073,7 +1073,7 @@ fn a_broker_outage_mid_stream_is_waited_out() {
     assert!(job.alive(), "the job exited:\n{log}");
     assert!(ok, "{report}");
     assert!(
-        log_lines(&log, "the client reconnects and retries").len() > 0,
+        !log_lines(&log, "the client reconnects and retries").is_empty(),
         "the outage was not logged:\n{log}"
     );
     eprintln!(
