@@ -779,7 +779,7 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
 
     // SIGINT while hydrating (small batches, one in flight: hydration takes a while).
     let mut job = Job::start(&p, &b, &["--batch-size", "16", "--max-in-flight", "1"]);
-    job.wait_log("read the output topic", Duration::from_secs(60));
+    job.wait_log("worker reading", Duration::from_secs(60));
     assert!(wait_for(Duration::from_secs(30), || job
         .metric("denorm_records_read_total")
         > 0.0));
