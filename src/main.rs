@@ -54,6 +54,11 @@ enum Command {
         #[command(flatten)]
         kafka: KafkaArgs,
     },
+    /// Measurements for scripts/bench.sh (each prints one JSON object).
+    Bench {
+        #[command(subcommand)]
+        command: denorm::bench::BenchCommand,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -160,6 +165,13 @@ struct GenArgs {
     /// Partitions of each topic created.
     #[arg(long, default_value_t = 2)]
     partitions: i32,
+    /// Write only the change records: those that follow a snapshot written earlier with the
+    /// same scale and seed.
+    #[arg(long)]
+    only_changes: bool,
+    /// Produce at most this many records per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 #[derive(Args)]
@@ -238,6 +250,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen(args) => generate(args),
+        Command::Bench { command } => denorm::bench::run(command).map(|_| ExitCode::SUCCESS),
         Command::Verify { files, kafka } => {
             let plan = plan::load_all(&files)?;
             let (results, records, errors) = denorm::verify::verify(&kafka.options()?, &plan)?;
@@ -309,22 +322,34 @@ fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
         changes: args.changes,
         seed: args.seed,
     };
+    let mut pacer = args.rate.map(denorm::bench::pace::Pacer::new).transpose()?;
+    let mut per_source = vec![0u64; plan.sources.len()];
     let started = std::time::Instant::now();
-    let summary = denorm::gen::generate(&plan, &options, |r| {
+    let send = |r: denorm::gen::Record| {
+        if let Some(pacer) = pacer.as_mut() {
+            pacer.wait();
+        }
+        per_source[r.source] += 1;
         producer.send(
             &plan.sources[r.source].topic,
             r.key.as_deref(),
             r.value.as_deref(),
         )
-    })?;
+    };
+    if args.only_changes {
+        denorm::gen::generate_changes(&plan, &options, send)?;
+    } else {
+        denorm::gen::generate(&plan, &options, send)?;
+    }
     producer.flush()?;
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "generated {} records in {:.1}s: {}",
-        summary.records,
-        started.elapsed().as_secs_f64(),
+        "generated {} records in {seconds:.1}s ({:.0} records/s): {}",
+        producer.sent,
+        producer.sent as f64 / seconds.max(1e-9),
         plan.sources
             .iter()
-            .zip(&summary.per_source)
+            .zip(&per_source)
             .map(|(s, n)| format!("{} {n}", s.topic))
             .collect::<Vec<_>>()
             .join(", ")
