@@ -172,6 +172,13 @@ struct GenArgs {
     /// Produce at most this many records per second (default: as fast as the broker takes them).
     #[arg(long)]
     rate: Option<f64>,
+    /// Leave out the first N records (with --only-changes: of the change records), so that
+    /// consecutive runs can write consecutive stretches of one change stream.
+    #[arg(long, default_value_t = 0)]
+    skip_records: u64,
+    /// Write at most this many records.
+    #[arg(long)]
+    max_records: Option<u64>,
 }
 
 #[derive(Args)]
@@ -311,6 +318,18 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Stops the generator once `--max-records` are written.
+#[derive(Debug)]
+struct Enough;
+
+impl std::fmt::Display for Enough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("enough records")
+    }
+}
+
+impl std::error::Error for Enough {}
+
 fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::load(&args.file)?;
     let kafka = args.kafka.options()?;
@@ -325,7 +344,18 @@ fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
     let mut pacer = args.rate.map(denorm::bench::pace::Pacer::new).transpose()?;
     let mut per_source = vec![0u64; plan.sources.len()];
     let started = std::time::Instant::now();
+    let end = args
+        .max_records
+        .map_or(u64::MAX, |m| args.skip_records.saturating_add(m));
+    let mut index = 0u64;
     let send = |r: denorm::gen::Record| {
+        index += 1;
+        if index > end {
+            return Err(anyhow::Error::new(Enough));
+        }
+        if index <= args.skip_records {
+            return Ok(());
+        }
         if let Some(pacer) = pacer.as_mut() {
             pacer.wait();
         }
@@ -336,10 +366,14 @@ fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
             r.value.as_deref(),
         )
     };
-    if args.only_changes {
-        denorm::gen::generate_changes(&plan, &options, send)?;
+    let generated = if args.only_changes {
+        denorm::gen::generate_changes(&plan, &options, send)
     } else {
-        denorm::gen::generate(&plan, &options, send)?;
+        denorm::gen::generate(&plan, &options, send)
+    };
+    match generated {
+        Err(e) if !e.is::<Enough>() => return Err(e),
+        _ => {}
     }
     producer.flush()?;
     let seconds = started.elapsed().as_secs_f64();

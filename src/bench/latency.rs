@@ -2,8 +2,8 @@
 //! set by the producer when the generator, or the engine's sink, hands it a record; one machine,
 //! one clock). Reads every source topic and every output topic back after the run.
 //!
-//! **Throughput.** The change window is every input record with a timestamp at or after
-//! `since_ms`. Input rate: window records over the span of their timestamps. Sustained rate:
+//! **Throughput.** The change window is every input record with a timestamp in the window
+//! (the records of one change run; outputs after the window are not read). Input rate: window records over the span of their timestamps. Sustained rate:
 //! window records over the time from the first window input to the last window output (or the
 //! last input, if later); when the engine keeps up the two are equal. Drain: last output minus
 //! last input.
@@ -26,6 +26,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::ops::Range;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -112,8 +113,13 @@ fn strings(json: &Json, out: &mut Vec<u64>) {
     }
 }
 
-/// Measures the change window starting at `since_ms` of the plan's topics.
-pub fn run(kafka: &KafkaOptions, plan: &Plan, since_ms: i64) -> anyhow::Result<LatencyReport> {
+/// Measures the change window `window` (milliseconds since the epoch) of the plan's topics.
+pub fn run(
+    kafka: &KafkaOptions,
+    plan: &Plan,
+    window: Range<i64>,
+) -> anyhow::Result<LatencyReport> {
+    let since_ms = window.start;
     let mut report = LatencyReport::default();
     // Sources: the state before the window, and the window's changes.
     let mut state: Vec<HashMap<Row, Row>> = vec![HashMap::new(); plan.sources.len()];
@@ -125,6 +131,9 @@ pub fn run(kafka: &KafkaOptions, plan: &Plan, since_ms: i64) -> anyhow::Result<L
                 report.undecodable += 1;
                 return;
             };
+            if ts >= window.end {
+                return;
+            }
             if ts >= since_ms {
                 inputs.push((ts, s, change));
                 return;
@@ -160,7 +169,9 @@ pub fn run(kafka: &KafkaOptions, plan: &Plan, since_ms: i64) -> anyhow::Result<L
                 },
                 _ => None,
             };
-            outputs.push((ts, t, key, doc));
+            if ts < window.end {
+                outputs.push((ts, t, key, doc));
+            }
         })?;
     }
     anyhow::ensure!(

@@ -64,6 +64,16 @@ pub enum BenchCommand {
         /// timestamp from then on are the changes measured.
         #[arg(long)]
         since_ms: i64,
+        /// End of the change window (exclusive; default: none).
+        #[arg(long)]
+        until_ms: Option<i64>,
+    },
+    /// Delete topics (the benchmark's own, when it is done with them).
+    DropTopics {
+        #[arg(required = true)]
+        topics: Vec<String>,
+        #[arg(long, env = "DENORM_BROKERS", default_value = "127.0.0.1:19092")]
+        brokers: String,
     },
     /// Write the generated data as CSV tables (the snapshot) and a JSON-lines change list.
     Export {
@@ -112,10 +122,17 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             file,
             brokers,
             since_ms,
+            until_ms,
         } => {
             let plan = plan::load(&file)?;
             let kafka = KafkaOptions::new(&brokers).with_environment();
-            serde_json::to_value(latency::run(&kafka, &plan, since_ms)?)?
+            let until = until_ms.unwrap_or(i64::MAX);
+            serde_json::to_value(latency::run(&kafka, &plan, since_ms..until)?)?
+        }
+        BenchCommand::DropTopics { topics, brokers } => {
+            let kafka = KafkaOptions::new(&brokers).with_environment();
+            drop_topics(&kafka, &topics)?;
+            serde_json::json!({ "dropped": topics })
         }
         BenchCommand::Export {
             file,
@@ -134,6 +151,31 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         }
     };
     println!("{json}");
+    Ok(())
+}
+
+/// Deletes topics; one that does not exist is no error.
+pub fn drop_topics(kafka: &KafkaOptions, topics: &[String]) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create a Kafka admin client for {}: {e}",
+            kafka.brokers
+        )
+    })?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options =
+        AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.delete_topics(&names, &options))
+        .map_err(|e| anyhow::anyhow!("deleting topics {names:?} failed: {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot delete topic {topic}: {code}"),
+        }
+    }
     Ok(())
 }
 
