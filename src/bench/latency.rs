@@ -114,11 +114,7 @@ fn strings(json: &Json, out: &mut Vec<u64>) {
 }
 
 /// Measures the change window `window` (milliseconds since the epoch) of the plan's topics.
-pub fn run(
-    kafka: &KafkaOptions,
-    plan: &Plan,
-    window: Range<i64>,
-) -> anyhow::Result<LatencyReport> {
+pub fn run(kafka: &KafkaOptions, plan: &Plan, window: Range<i64>) -> anyhow::Result<LatencyReport> {
     let since_ms = window.start;
     let mut report = LatencyReport::default();
     // Sources: the state before the window, and the window's changes.

@@ -166,8 +166,7 @@ pub fn drop_topics(kafka: &KafkaOptions, topics: &[String]) -> anyhow::Result<()
         )
     })?;
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let options =
-        AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
     let results = futures::executor::block_on(admin.delete_topics(&names, &options))
         .map_err(|e| anyhow::anyhow!("deleting topics {names:?} failed: {e}"))?;
     for result in results {
