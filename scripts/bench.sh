@@ -25,7 +25,10 @@
 #      (`denorm bench export`), scripts/bench_pg.py (load, one query for every profile, then
 #      BENCH_PG_CHANGES changes applied one by one, each re-querying the profiles it touches).
 #
-# Environment: DENORM_BROKERS (default 127.0.0.1:19092; started with scripts/broker.sh when it is
+# Environment: BENCH_STEPS (the steps to run, default "hydration baselines changes postgres"; gen
+# always runs; at M and L the change runs write a great many documents, as a fan-out update
+# rewrites every profile that starred a popular repo: about 10× more per update at each size),
+# DENORM_BROKERS (default 127.0.0.1:19092; started with scripts/broker.sh when it is
 # that and down), BENCH_CHANGES (100000), BENCH_RATES ("1000 5000 10000 max"), BENCH_PG_CHANGES
 # (20000), BENCH_PG_PORT (55432), BENCH_PG_BIN (folder of initdb/pg_ctl; default from PATH).
 # Needs python3 (matplotlib and psycopg are pip-installed when missing), jq, curl, PostgreSQL.
@@ -301,21 +304,26 @@ run_size() {
   rows=$snapshot_records
   record -n --argjson rows "$rows" --argjson t "$(time_json "$tmp/time_gen")" '{step: "gen", rows: $rows} + $t'
 
-  hydrate w1
-  hydrate w2
-  hydrate n2w1
-  bench_step consume consume "$tmp/base.toml" --brokers "$brokers" -w 1
-  bench_step consume consume "$tmp/base.toml" --brokers "$brokers" -w 2
-  bench_step memory memory "$tmp/base.toml" --scale "$scale" -w 1
-  bench_step memory memory "$tmp/base.toml" --scale "$scale" -w 2
+  local steps=" ${BENCH_STEPS:-hydration baselines changes postgres} "
+  if [[ $steps == *" hydration "* ]]; then
+    hydrate w1
+    hydrate w2
+    hydrate n2w1
+  fi
+  if [[ $steps == *" baselines "* ]]; then
+    bench_step consume consume "$tmp/base.toml" --brokers "$brokers" -w 1
+    bench_step consume consume "$tmp/base.toml" --brokers "$brokers" -w 2
+    bench_step memory memory "$tmp/base.toml" --scale "$scale" -w 1
+    bench_step memory memory "$tmp/base.toml" --scale "$scale" -w 2
+  fi
   if [ "$size" = smoke ]; then
     log "smoke: verify the -w 1 output"
     sed -e "s/\"$prefix\.user_profile\"/\"$prefix.out_w1\"/" "$tmp/base.toml" > "$tmp/verify.toml"
     "$bin" --log warn verify "$tmp/verify.toml" --brokers "$brokers" > "$tmp/verify.txt" \
       || { cat "$tmp/verify.txt" >&2; die "the -w 1 output does not verify"; }
   fi
-  changes
-  postgres_baseline
+  if [[ $steps == *" changes "* ]]; then changes; fi
+  if [[ $steps == *" postgres "* ]]; then postgres_baseline; fi
 
   local result="$tmp/result.json"
   jq -s --arg size "$size" --argjson scale "$scale" --argjson changes "$changes_per_rate" \

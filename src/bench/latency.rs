@@ -114,7 +114,13 @@ fn strings(json: &Json, out: &mut Vec<u64>) {
 }
 
 /// Measures the change window `window` (milliseconds since the epoch) of the plan's topics.
-pub fn run(kafka: &KafkaOptions, plan: &Plan, window: Range<i64>) -> anyhow::Result<LatencyReport> {
+/// With `samples`, also returns every traced update as `(update timestamp, latency ms)`.
+pub fn run(
+    kafka: &KafkaOptions,
+    plan: &Plan,
+    window: Range<i64>,
+    samples: Option<&mut Vec<(i64, i64)>>,
+) -> anyhow::Result<LatencyReport> {
     let since_ms = window.start;
     let mut report = LatencyReport::default();
     // Sources: the state before the window, and the window's changes.
@@ -185,6 +191,7 @@ pub fn run(kafka: &KafkaOptions, plan: &Plan, window: Range<i64>) -> anyhow::Res
     let mut shown: HashMap<u64, u32> = HashMap::new();
     let mut pending: HashMap<u64, i64> = HashMap::new();
     let mut latencies: Vec<f64> = Vec::new();
+    let mut traced: Vec<(i64, i64)> = Vec::new();
     let mut outputs = outputs.into_iter().peekable();
     let mut inputs = inputs.into_iter().peekable();
     loop {
@@ -231,6 +238,7 @@ pub fn run(kafka: &KafkaOptions, plan: &Plan, window: Range<i64>) -> anyhow::Res
                     *shown.entry(h).or_default() += 1;
                     if let Some(at) = pending.remove(&h) {
                         latencies.push((ts - at) as f64);
+                        traced.push((at, ts - at));
                     }
                 }
                 current.insert((t, key), doc);
@@ -245,6 +253,10 @@ pub fn run(kafka: &KafkaOptions, plan: &Plan, window: Range<i64>) -> anyhow::Res
         let end = report.output_last_ms.unwrap_or(last).max(last);
         report.sustained_rate = n / ((end - first).max(1) as f64 / 1000.0);
         report.drain_ms = report.output_last_ms.map(|o| o - last);
+    }
+    if let Some(samples) = samples {
+        traced.sort_unstable();
+        *samples = traced;
     }
     latencies.sort_by(f64::total_cmp);
     report.p50_ms = super::quantile(&latencies, 0.5);

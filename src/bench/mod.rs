@@ -19,6 +19,7 @@ pub mod pace;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Subcommand;
 
 use crate::gen::GenOptions;
@@ -67,6 +68,9 @@ pub enum BenchCommand {
         /// End of the change window (exclusive; default: none).
         #[arg(long)]
         until_ms: Option<i64>,
+        /// Also write every traced update as a CSV line `update_ms,latency_ms` to this file.
+        #[arg(long)]
+        samples: Option<PathBuf>,
     },
     /// Delete topics (the benchmark's own, when it is done with them).
     DropTopics {
@@ -123,11 +127,23 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             brokers,
             since_ms,
             until_ms,
+            samples,
         } => {
             let plan = plan::load(&file)?;
             let kafka = KafkaOptions::new(&brokers).with_environment();
             let until = until_ms.unwrap_or(i64::MAX);
-            serde_json::to_value(latency::run(&kafka, &plan, since_ms..until)?)?
+            let mut traced = Vec::new();
+            let want = samples.is_some().then_some(&mut traced);
+            let report = latency::run(&kafka, &plan, since_ms..until, want)?;
+            if let Some(path) = samples {
+                let text: String = traced
+                    .iter()
+                    .map(|(at, ms)| format!("{at},{ms}\n"))
+                    .collect();
+                std::fs::write(&path, format!("update_ms,latency_ms\n{text}"))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            serde_json::to_value(report)?
         }
         BenchCommand::DropTopics { topics, brokers } => {
             let kafka = KafkaOptions::new(&brokers).with_environment();
