@@ -156,13 +156,17 @@ def section(results):
                 f"{rate(p['changes_per_second'])} | — | {p['changes']:,} | {ms(p['p50_ms'])} | {ms(p['p90_ms'])} | "
                 f"{ms(p['p99_ms'])} | {ms(p['max_ms'])} | {p['load_after']} |"
             )
-        job = steps(r, "changes_job")
-        if job:
-            out.append("")
-            out.append(
-                f"{r['size']}: the change job (`-w 2`, hydration then every rate) peaked at "
-                f"{size_bytes(job[0]['peak_rss_bytes'])} RSS."
-            )
+    notes = [
+        f"{r['size']}: the change job (`-w 2`, hydration then every rate) peaked at "
+        f"{size_bytes(job['peak_rss_bytes'])} RSS."
+        for r in results
+        for job in steps(r, "changes_job")
+    ]
+    missing = [r["size"] for r in results if not steps(r, "changes")]
+    if missing:
+        notes.append(f"No change runs at {', '.join(missing)} (`BENCH_STEPS` left them out).")
+    if notes:
+        out += [""] + notes
     out += ["", "### Against the targets", ""]
     out += targets(results)
     out += ["", "### How it is measured", ""]
