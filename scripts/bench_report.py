@@ -117,6 +117,11 @@ def section(results):
     out.append("| size | baseline | workers | seconds | rows/s | peak RSS | bytes/row | load |")
     out.append("|---|---|---|---|---|---|---|---|")
     for r in results:
+        for g in steps(r, "gen"):
+            out.append(
+                f"| {r['size']} | `denorm gen` writing the snapshot into the broker | 1 | {num(g['wall_seconds'])} | "
+                f"{rate(g['rows'] / g['wall_seconds'])} | {size_bytes(g['peak_rss_bytes'])} | — | — |"
+            )
         for m in steps(r, "memory"):
             per_row = m.get("dataflow_bytes_per_row")
             out.append(
