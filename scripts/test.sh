@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs and starts the real broker (tansu, cached), checks formatting and
-# lints, and runs every test (unit and end-to-end) in release mode.
+# lints, runs every test (unit and end-to-end) in release mode, then the benchmark harness at its
+# smoke size (about a minute; it writes nothing; DENORM_SKIP_BENCH_SMOKE=1 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,3 +11,6 @@ export DENORM_TEST_BROKERS=${DENORM_TEST_BROKERS:-127.0.0.1:${DENORM_BROKER_PORT
 cargo fmt --all -- --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release "$@"
+if [ -z "${DENORM_SKIP_BENCH_SMOKE:-}" ]; then
+  scripts/bench.sh smoke > /dev/null
+fi

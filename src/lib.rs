@@ -1,6 +1,7 @@
 //! denorm: Debezium change streams in, denormalized nested documents out, on differential
 //! dataflow. Data flows one way: product file ([`spec`]) → [`plan`] → [`dataflow`] → sink.
 
+pub mod bench;
 pub mod dataflow;
 pub mod decode;
 pub mod demo;

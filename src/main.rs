@@ -54,6 +54,11 @@ enum Command {
         #[command(flatten)]
         kafka: KafkaArgs,
     },
+    /// Measurements for scripts/bench.sh (each prints one JSON object).
+    Bench {
+        #[command(subcommand)]
+        command: denorm::bench::BenchCommand,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -166,6 +171,20 @@ struct GenArgs {
     /// Partitions of each topic created.
     #[arg(long, default_value_t = 2)]
     partitions: i32,
+    /// Write only the change records: those that follow a snapshot written earlier with the
+    /// same scale and seed.
+    #[arg(long)]
+    only_changes: bool,
+    /// Produce at most this many records per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Leave out the first N records (with --only-changes: of the change records), so that
+    /// consecutive runs can write consecutive stretches of one change stream.
+    #[arg(long, default_value_t = 0)]
+    skip_records: u64,
+    /// Write at most this many records.
+    #[arg(long)]
+    max_records: Option<u64>,
 }
 
 #[derive(Args)]
@@ -244,6 +263,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen(args) => generate(args),
+        Command::Bench { command } => denorm::bench::run(command).map(|_| ExitCode::SUCCESS),
         Command::Verify { files, kafka } => {
             let plan = plan::load_all(&files)?;
             let (results, records, errors) = denorm::verify::verify(&kafka.options()?, &plan)?;
@@ -317,6 +337,18 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Stops the generator once `--max-records` are written.
+#[derive(Debug)]
+struct Enough;
+
+impl std::fmt::Display for Enough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("enough records")
+    }
+}
+
+impl std::error::Error for Enough {}
+
 fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::load(&args.file)?;
     let kafka = args.kafka.options()?;
@@ -328,22 +360,49 @@ fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
         changes: args.changes,
         seed: args.seed,
     };
+    let mut pacer = args.rate.map(denorm::bench::pace::Pacer::new).transpose()?;
+    let mut per_source = vec![0u64; plan.sources.len()];
     let started = std::time::Instant::now();
-    let summary = denorm::gen::generate(&plan, &options, |r| {
+    let end = args
+        .max_records
+        .map_or(u64::MAX, |m| args.skip_records.saturating_add(m));
+    let mut index = 0u64;
+    let send = |r: denorm::gen::Record| {
+        index += 1;
+        if index > end {
+            return Err(anyhow::Error::new(Enough));
+        }
+        if index <= args.skip_records {
+            return Ok(());
+        }
+        if let Some(pacer) = pacer.as_mut() {
+            pacer.wait();
+        }
+        per_source[r.source] += 1;
         producer.send(
             &plan.sources[r.source].topic,
             r.key.as_deref(),
             r.value.as_deref(),
         )
-    })?;
+    };
+    let generated = if args.only_changes {
+        denorm::gen::generate_changes(&plan, &options, send)
+    } else {
+        denorm::gen::generate(&plan, &options, send)
+    };
+    match generated {
+        Err(e) if !e.is::<Enough>() => return Err(e),
+        _ => {}
+    }
     producer.flush()?;
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "generated {} records in {:.1}s: {}",
-        summary.records,
-        started.elapsed().as_secs_f64(),
+        "generated {} records in {seconds:.1}s ({:.0} records/s): {}",
+        producer.sent,
+        producer.sent as f64 / seconds.max(1e-9),
         plan.sources
             .iter()
-            .zip(&summary.per_source)
+            .zip(&per_source)
             .map(|(s, n)| format!("{} {n}", s.topic))
             .collect::<Vec<_>>()
             .join(", ")

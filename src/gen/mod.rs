@@ -161,7 +161,18 @@ pub fn generate(
     opts: &GenOptions,
     mut emit: impl FnMut(Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<GenSummary> {
-    run(plan, opts, false, &mut |record, _| emit(record))
+    run(plan, opts, false, true, &mut |record, _| emit(record))
+}
+
+/// [`generate`] without the snapshot records: the snapshot is built (so the changes are the
+/// same, byte for byte) but only the change records are passed to `emit`. These are the records
+/// that follow a snapshot written earlier with the same scale and seed (and `changes: 0`).
+pub fn generate_changes(
+    plan: &Plan,
+    opts: &GenOptions,
+    mut emit: impl FnMut(Record) -> anyhow::Result<()>,
+) -> anyhow::Result<GenSummary> {
+    run(plan, opts, false, false, &mut |record, _| emit(record))
 }
 
 /// [`generate`], also passing what each record means to its source (as the decoder should read it).
@@ -171,14 +182,24 @@ pub(crate) fn generate_traced(
     opts: &GenOptions,
     mut emit: impl FnMut(Record, &Change) -> anyhow::Result<()>,
 ) -> anyhow::Result<GenSummary> {
-    run(plan, opts, true, &mut |record, change| {
+    run(plan, opts, true, true, &mut |record, change| {
         emit(record, change.expect("traced records carry their change"))
     })
 }
 
-fn run(plan: &Plan, opts: &GenOptions, trace: bool, emit: Emit) -> anyhow::Result<GenSummary> {
+fn run(
+    plan: &Plan,
+    opts: &GenOptions,
+    trace: bool,
+    emit_snapshot: bool,
+    emit: Emit,
+) -> anyhow::Result<GenSummary> {
     let mut g = Gen::new(plan, opts, trace);
-    g.snapshot(emit)?;
+    if emit_snapshot {
+        g.snapshot(emit)?;
+    } else {
+        g.snapshot(&mut |_, _| Ok(()))?;
+    }
     g.stream(emit)?;
     g.summary.live_rows = g.world.tables.iter().map(|t| t.live).collect();
     Ok(g.summary)

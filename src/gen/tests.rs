@@ -537,6 +537,45 @@ fn zero_scale_and_no_changes_are_fine() {
 
 /// `cargo test --release --lib gen::tests::speed -- --ignored --nocapture`
 #[test]
+fn changes_alone_are_the_records_after_the_snapshot() {
+    let plan = github();
+    let opts = GenOptions {
+        scale: 60,
+        changes: 300,
+        seed: 5,
+    };
+    let mut all = Vec::new();
+    generate(&plan, &opts, |r| {
+        all.push(r);
+        Ok(())
+    })
+    .unwrap();
+    let mut snapshot = Vec::new();
+    generate(
+        &plan,
+        &GenOptions {
+            changes: 0,
+            ..opts.clone()
+        },
+        |r| {
+            snapshot.push(r);
+            Ok(())
+        },
+    )
+    .unwrap();
+    let mut changes = Vec::new();
+    generate_changes(&plan, &opts, |r| {
+        changes.push(r);
+        Ok(())
+    })
+    .unwrap();
+    assert!(!changes.is_empty());
+    assert_eq!(snapshot.len() + changes.len(), all.len());
+    assert_eq!(all[..snapshot.len()], snapshot[..]);
+    assert_eq!(all[snapshot.len()..], changes[..]);
+}
+
+#[test]
 #[ignore]
 fn speed() {
     let plan = github();

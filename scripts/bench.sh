@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# Benchmarks of issue 9, in one go, on this machine, against the real broker:
+#
+#   scripts/bench.sh [S|M|L ...]   measure each size (default S), save bench/results/<size>.json,
+#                                  redraw bench/plots/*.png and the harness section of BENCHMARKS.md
+#   scripts/bench.sh smoke         a tiny size end to end (a minute or two): checks that every step
+#                                  works and the numbers are sane; writes nothing to the repository
+#
+# Sizes (--scale of `denorm gen`, dataflows/github_user_profile.toml; rows ≈ 8.7 × scale):
+# smoke 1000, S 10000 (87k rows), M 100000, L 1000000 (8.7M rows). M and L take long and much
+# memory in the broker (tansu keeps topics in memory): run them by hand, alone on the machine.
+#
+# Per size:
+#   1. `denorm gen` writes the snapshot (2 partitions per topic); its speed is recorded.
+#   2. Hydration: `denorm run --exit-when-caught-up` with -w 1, -w 2 and two processes of one
+#      worker (-n 2 -w 1), each into a fresh output topic; wall time, the job's own caught-up
+#      time, CPU and peak RSS (/usr/bin/time).
+#   3. Baselines: `denorm bench consume` (read + decode the topics only: the Kafka ceiling) and
+#      `denorm bench memory` (the same dataflow fed with rows decoded up front: the in-memory
+#      limit), with 1 and 2 workers.
+#   4. Changes: a job with -w 2 hydrates, then consecutive stretches of one generated change stream
+#      (BENCH_CHANGES records each) are produced at each rate of BENCH_RATES (records/s, `max` =
+#      flat out); after each, `denorm bench latency` reads the topics back (method: BENCHMARKS.md).
+#   5. PostgreSQL requery: a private PostgreSQL cluster in a temporary folder, the same data
+#      (`denorm bench export`), scripts/bench_pg.py (load, one query for every profile, then
+#      BENCH_PG_CHANGES changes applied one by one, each re-querying the profiles it touches).
+#
+# Environment: BENCH_STEPS (the steps to run, default "hydration baselines changes postgres"; gen
+# always runs; at M and L the change runs write a great many documents, as a fan-out update
+# rewrites every profile that starred a popular repo: about 10× more per update at each size),
+# DENORM_BROKERS (default 127.0.0.1:19092; started with scripts/broker.sh when it is
+# that and down), BENCH_CHANGES (100000), BENCH_RATES ("1000 5000 10000 max"), BENCH_PG_CHANGES
+# (20000), BENCH_PG_PORT (55432), BENCH_PG_BIN (folder of initdb/pg_ctl; default from PATH).
+# Needs python3 (matplotlib and psycopg are pip-installed when missing), jq, curl, PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+brokers=${DENORM_BROKERS:-127.0.0.1:19092}
+bin=$root/target/release/denorm
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(S)
+
+log() { echo "bench.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+tmp=""
+pids=()
+pgdata=""
+topics=()
+cleanup() {
+  local status=$?
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+  if [ -n "$pgdata" ] && [ -f "$pgdata/postmaster.pid" ]; then
+    as_pg pg_ctl -D "$pgdata" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  pgdata=""
+  if [ ${#topics[@]} -gt 0 ]; then
+    "$bin" --log error bench drop-topics --brokers "$brokers" "${topics[@]}" >/dev/null 2>&1 || true
+  fi
+  topics=()
+  if [ -n "$tmp" ]; then rm -rf "$tmp"; fi
+  tmp=""
+  return "$status"
+}
+trap 'cleanup' EXIT
+trap 'exit 130' INT TERM
+
+for size in "${sizes[@]}"; do
+  case "$size" in smoke|S|M|L) ;; *) die "unknown size '$size' (smoke, S, M or L)";; esac
+done
+for tool in jq curl python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || die "$tool is needed"
+done
+if [ -z "${BENCH_PG_BIN:-}" ]; then
+  if command -v pg_ctl >/dev/null; then
+    BENCH_PG_BIN=$(dirname "$(command -v pg_ctl)")
+  else
+    BENCH_PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  fi
+fi
+PG_BIN=${BENCH_PG_BIN:-/usr/local/bin}
+[ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] || die "PostgreSQL's initdb and pg_ctl are not in $PG_BIN (set BENCH_PG_BIN)"
+
+if ! python3 -c 'import matplotlib, psycopg' 2>/dev/null; then
+  log "installing matplotlib and psycopg for python3"
+  python3 -m pip install -q matplotlib 'psycopg[binary]' >&2 || die "pip install matplotlib psycopg[binary] failed"
+fi
+if [ "$brokers" = "127.0.0.1:${DENORM_BROKER_PORT:-19092}" ]; then
+  scripts/broker.sh start memory >/dev/null
+fi
+log "building (release)"
+cargo build --release -q
+
+now_ms() { date +%s%3N; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+
+# Runs PostgreSQL's tools as the postgres user when root (initdb refuses root).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$PG_BIN/$1" "${@:2}"; else "$PG_BIN/$1" "${@:2}"; fi
+}
+
+# `/usr/bin/time` output (-f '%e %U %S %M') as JSON fields.
+time_json() {
+  read -r wall user sys rss < <(tail -n 1 "$1")
+  jq -n --argjson wall "$wall" --argjson user "$user" --argjson sys "$sys" --argjson rss "$rss" \
+    '{wall_seconds: $wall, cpu_seconds: ($user + $sys), peak_rss_bytes: ($rss * 1024)}'
+}
+
+# A field of the job's JSON log line whose message starts with $2.
+log_field() {
+  local value
+  value=$(jq -R -r --arg m "$2" --arg f "$3" 'fromjson? | select((.fields.message // "") | startswith($m)) | .fields[$f]' "$1" | tail -n 1)
+  echo "${value:-null}"
+}
+
+# Waits until a log has a line whose message starts with $2, while process $3 lives.
+wait_for_log() {
+  local file=$1 message=$2 pid=$3 limit=${4:-1800}
+  local start=$SECONDS
+  until [ "$(log_field "$file" "$message" message)" != null ]; do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$file" >&2; die "the job exited before '$message'"; }
+    [ $((SECONDS - start)) -lt "$limit" ] || die "no '$message' after ${limit}s"
+    sleep 0.2
+  done
+}
+
+record() { jq -c "$@" >> "$tmp/steps.jsonl"; }
+
+# Hydration of the snapshot with one layout, into a fresh output topic.
+hydrate() {
+  local layout=$1; shift
+  local file="$tmp/h_$layout.toml" out="$prefix.out_$layout"
+  sed -e "s/\"$prefix\.user_profile\"/\"$out\"/" "$tmp/base.toml" > "$file"
+  topics+=("$out")
+  log "hydration $layout (load $(loadavg))"
+  local run=("$bin" --log-json --log info run "$file" --brokers "$brokers" --exit-when-caught-up --watch-interval 0)
+  if [ "$layout" = n2w1 ]; then
+    local hosts="$tmp/hosts"
+    printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(free_port)" "$(free_port)" > "$hosts"
+    /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_${layout}_1" "${run[@]}" -w 1 -n 2 -p 1 -h "$hosts" > "$tmp/out_${layout}_1" 2> "$tmp/log_${layout}_1" &
+    local second=$!
+    pids+=("$second")
+    /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_${layout}_0" "${run[@]}" -w 1 -n 2 -p 0 -h "$hosts" > "$tmp/out_${layout}_0" 2> "$tmp/log_${layout}_0" \
+      || { tail -n 20 "$tmp/log_${layout}_0" >&2; die "hydration $layout (process 0) failed"; }
+    wait "$second" || { tail -n 20 "$tmp/log_${layout}_1" >&2; die "hydration $layout (process 1) failed"; }
+    local t0 t1
+    t0=$(time_json "$tmp/time_${layout}_0")
+    t1=$(time_json "$tmp/time_${layout}_1")
+    record -n --arg layout "-n 2 -w 1" --argjson rows "$rows" --argjson t0 "$t0" --argjson t1 "$t1" \
+      --argjson caught "$(log_field "$tmp/log_${layout}_0" "job caught up" seconds)" \
+      --argjson read0 "$(log_field "$tmp/log_${layout}_0" stopped records_read)" \
+      --argjson read1 "$(log_field "$tmp/log_${layout}_1" stopped records_read)" \
+      --argjson docs0 "$(log_field "$tmp/log_${layout}_0" stopped documents_written)" \
+      --argjson docs1 "$(log_field "$tmp/log_${layout}_1" stopped documents_written)" \
+      --argjson load "$(loadavg)" \
+      '{step: "hydration", layout: $layout, rows: $rows, caught_up_seconds: $caught,
+        wall_seconds: ([$t0.wall_seconds, $t1.wall_seconds] | max), cpu_seconds: ($t0.cpu_seconds + $t1.cpu_seconds),
+        peak_rss_bytes: ($t0.peak_rss_bytes + $t1.peak_rss_bytes), peak_rss_per_process: [$t0.peak_rss_bytes, $t1.peak_rss_bytes],
+        records_read: ($read0 + $read1), documents_written: ($docs0 + $docs1), load_after: $load}'
+  else
+    local workers=${layout#w}
+    /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_$layout" "${run[@]}" -w "$workers" > "$tmp/out_$layout" 2> "$tmp/log_$layout" \
+      || { tail -n 20 "$tmp/log_$layout" >&2; die "hydration $layout failed"; }
+    record -n --arg layout "-w $workers" --argjson rows "$rows" --argjson t "$(time_json "$tmp/time_$layout")" \
+      --argjson caught "$(log_field "$tmp/log_$layout" "job caught up" seconds)" \
+      --argjson read "$(log_field "$tmp/log_$layout" stopped records_read)" \
+      --argjson docs "$(log_field "$tmp/log_$layout" stopped documents_written)" \
+      --argjson load "$(loadavg)" \
+      '{step: "hydration", layout: $layout, rows: $rows, caught_up_seconds: $caught} + $t
+        + {records_read: $read, documents_written: $docs, load_after: $load}'
+  fi
+}
+
+# A bench subcommand under /usr/bin/time: its JSON plus wall, CPU and peak RSS.
+bench_step() {
+  local step=$1; shift
+  log "$step $* (load $(loadavg))"
+  local out
+  out=$(/usr/bin/time -f '%e %U %S %M' -o "$tmp/time_step" "$bin" --log warn bench "$@") || die "denorm bench $* failed"
+  record -n --arg step "$step" --argjson r "$out" --argjson t "$(time_json "$tmp/time_step")" --argjson load "$(loadavg)" \
+    '{step: $step} + $r + {process: $t, load_after: $load}'
+}
+
+records_read() {
+  curl -sf "http://127.0.0.1:$1/metrics" | awk '/^denorm_records_read_total/ {s += $NF} END {printf "%d", s}'
+}
+
+# Change runs: one job (-w 2) hydrates, then a stretch of the change stream per rate.
+changes() {
+  local file="$tmp/changes.toml" out="$prefix.out_changes" port
+  sed -e "s/\"$prefix\.user_profile\"/\"$out\"/" "$tmp/base.toml" > "$file"
+  topics+=("$out")
+  port=$(free_port)
+  log "changes: starting a job (-w 2)"
+  /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_changes" "$bin" --log-json --log info run "$file" --brokers "$brokers" \
+    -w 2 --watch-interval 0 --metrics-addr "127.0.0.1:$port" > "$tmp/out_changes" 2> "$tmp/log_changes" &
+  local timer=$!
+  pids+=("$timer")
+  wait_for_log "$tmp/log_changes" "job caught up" "$timer"
+  local engine
+  engine=$(pgrep -P "$timer" | head -n 1)
+  [ -n "$engine" ] || die "cannot find the job's process"
+  local rates=($rates_list) skip=0 total=$snapshot_records
+  local events=$(( ${#rates[@]} * changes_per_rate ))
+  for rate in "${rates[@]}"; do
+    local rate_args=()
+    [ "$rate" = max ] || rate_args=(--rate "$rate")
+    log "changes: $changes_per_rate records at $rate/s (load $(loadavg))"
+    local since gen_out sent
+    since=$(now_ms)
+    gen_out=$("$bin" --log warn gen "$file" --brokers "$brokers" --scale "$scale" --seed 1 --changes "$events" \
+      --only-changes --skip-records "$skip" --max-records "$changes_per_rate" "${rate_args[@]}") || die "gen at $rate/s failed"
+    sent=$(sed -n 's/^generated \([0-9]*\) records.*/\1/p' <<< "$gen_out")
+    [ -n "$sent" ] && [ "$sent" -gt 0 ] || die "gen wrote no records: $gen_out"
+    skip=$((skip + sent))
+    total=$((total + sent))
+    local start=$SECONDS
+    until [ "$(records_read "$port")" -ge "$total" ]; do
+      kill -0 "$engine" 2>/dev/null || { tail -n 20 "$tmp/log_changes" >&2; die "the job exited"; }
+      [ $((SECONDS - start)) -lt 1800 ] || die "the job did not read $total records in 30 minutes"
+      sleep 0.2
+    done
+    sleep 2 # the sink writes the last times
+    local until_ms result
+    until_ms=$(now_ms)
+    result=$("$bin" --log warn bench latency "$file" --brokers "$brokers" --since-ms "$since" --until-ms "$until_ms") \
+      || die "bench latency failed"
+    record -n --arg rate "$rate" --argjson sent "$sent" --argjson r "$result" --argjson load "$(loadavg)" \
+      '{step: "changes", target_rate: $rate, records: $sent} + $r + {load_after: $load}'
+  done
+  kill -TERM "$engine"
+  wait "$timer" || die "the change job failed on stop"
+  record -n --argjson t "$(time_json "$tmp/time_changes")" '{step: "changes_job"} + $t'
+}
+
+# PostgreSQL requery baseline on a private cluster.
+postgres_baseline() {
+  log "postgres: export, cluster, load, query, changes (load $(loadavg))"
+  "$bin" --log warn bench export "$tmp/base.toml" --dir "$tmp/pg" --scale "$scale" --changes "$pg_changes" --seed 1 > /dev/null \
+    || die "bench export failed"
+  local port=${BENCH_PG_PORT:-55432} sock="$tmp/pgsock"
+  chmod 755 "$tmp"
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    install -d -o postgres -m 700 "$tmp/pgdata"
+    install -d -o postgres -m 755 "$sock"
+  else
+    mkdir -m 700 "$tmp/pgdata"
+    mkdir -m 755 "$sock"
+  fi
+  as_pg initdb -D "$tmp/pgdata" -A trust -U postgres -E UTF8 --no-sync > "$tmp/initdb.log" 2>&1 \
+    || { cat "$tmp/initdb.log" >&2; die "initdb failed"; }
+  pgdata="$tmp/pgdata"
+  as_pg pg_ctl -D "$pgdata" -l "$sock/postgres.log" -w -t 60 \
+    -o "-p $port -k $sock -c listen_addresses='' -c synchronous_commit=off -c shared_buffers=512MB" start > /dev/null \
+    || { cat "$sock/postgres.log" >&2; die "PostgreSQL did not start"; }
+  local out
+  out=$(python3 scripts/bench_pg.py --dir "$tmp/pg" --host "$sock" --port "$port" --changes "$pg_changes") \
+    || die "scripts/bench_pg.py failed"
+  as_pg pg_ctl -D "$pgdata" -m fast stop > /dev/null
+  pgdata=""
+  record -n --argjson r "$out" --argjson load "$(loadavg)" --arg version "$("$PG_BIN/postgres" --version)" \
+    '{step: "postgres", version: $version} + $r + {load_after: $load}'
+}
+
+machine_json() {
+  jq -n --arg nproc "$(nproc)" \
+    --arg mem "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)" \
+    --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
+    --arg rustc "$(rustc --version)" \
+    --arg tansu "tansu $(cat "${DENORM_TOOLS:-$HOME/.local/share/denorm}/tansu.version" 2>/dev/null || echo '?') (memory storage)" \
+    --arg postgres "$("$PG_BIN/postgres" --version)" \
+    --arg os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
+    '{nproc: ($nproc | tonumber), memory: $mem, cpu: $cpu, rustc: $rustc, broker: $tansu, postgres: $postgres, os: $os}'
+}
+
+run_size() {
+  local size=$1
+  case "$size" in
+    smoke) scale=1000; changes_per_rate=${BENCH_CHANGES:-3000}; rates_list=${BENCH_RATES:-"2000 max"}; pg_changes=${BENCH_PG_CHANGES:-500} ;;
+    S) scale=10000 ;;
+    M) scale=100000 ;;
+    L) scale=1000000 ;;
+  esac
+  if [ "$size" != smoke ]; then
+    changes_per_rate=${BENCH_CHANGES:-100000}
+    rates_list=${BENCH_RATES:-"1000 5000 10000 max"}
+    pg_changes=${BENCH_PG_CHANGES:-20000}
+  fi
+  tmp=$(mktemp -d)
+  prefix="bench$size$$"
+  local started=$SECONDS
+  sed "s/\"github\./\"$prefix./" dataflows/github_user_profile.toml > "$tmp/base.toml"
+  for t in users stars repos pull_requests payment_info; do topics+=("$prefix.public.$t"); done
+  log "== size $size: gen --scale $scale (load $(loadavg))"
+  local gen_out
+  gen_out=$(/usr/bin/time -f '%e %U %S %M' -o "$tmp/time_gen" "$bin" --log warn gen "$tmp/base.toml" --brokers "$brokers" \
+    --scale "$scale" --changes 0 --seed 1 --partitions 2) || die "gen failed"
+  snapshot_records=$(sed -n 's/^generated \([0-9]*\) records.*/\1/p' <<< "$gen_out")
+  rows=$snapshot_records
+  record -n --argjson rows "$rows" --argjson t "$(time_json "$tmp/time_gen")" '{step: "gen", rows: $rows} + $t'
+
+  local steps=" ${BENCH_STEPS:-hydration baselines changes postgres} "
+  if [[ $steps == *" hydration "* ]]; then
+    hydrate w1
+    hydrate w2
+    hydrate n2w1
+  fi
+  if [[ $steps == *" baselines "* ]]; then
+    bench_step consume consume "$tmp/base.toml" --brokers "$brokers" -w 1
+    bench_step consume consume "$tmp/base.toml" --brokers "$brokers" -w 2
+    bench_step memory memory "$tmp/base.toml" --scale "$scale" -w 1
+    bench_step memory memory "$tmp/base.toml" --scale "$scale" -w 2
+  fi
+  if [ "$size" = smoke ]; then
+    log "smoke: verify the -w 1 output"
+    sed -e "s/\"$prefix\.user_profile\"/\"$prefix.out_w1\"/" "$tmp/base.toml" > "$tmp/verify.toml"
+    "$bin" --log warn verify "$tmp/verify.toml" --brokers "$brokers" > "$tmp/verify.txt" \
+      || { cat "$tmp/verify.txt" >&2; die "the -w 1 output does not verify"; }
+  fi
+  if [[ $steps == *" changes "* ]]; then changes; fi
+  if [[ $steps == *" postgres "* ]]; then postgres_baseline; fi
+
+  local result="$tmp/result.json"
+  jq -s --arg size "$size" --argjson scale "$scale" --argjson changes "$changes_per_rate" \
+    --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" \
+    --arg commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+changes')" \
+    --argjson machine "$(machine_json)" --argjson seconds "$((SECONDS - started))" \
+    --arg command "scripts/bench.sh $size" \
+    '{size: $size, scale: $scale, changes_per_rate: $changes, date: $date, commit: $commit, command: $command,
+      harness_seconds: $seconds, machine: $machine, steps: .}' "$tmp/steps.jsonl" > "$result"
+
+  if [ "$size" = smoke ]; then
+    # Sanity: every layout and the baselines built one document per user; every change run
+    # traced changes; PostgreSQL built the same number of documents.
+    jq -e --argjson users "$scale" '
+      ([.steps[] | select(.step == "hydration") | .documents_written == $users] | all and length == 3)
+      and ([.steps[] | select(.step == "memory") | .documents == $users] | all)
+      and ([.steps[] | select(.step == "consume") | .decode_errors == 0] | all)
+      and ([.steps[] | select(.step == "changes") | .traced > 0 and .window_input_records == .records] | all)
+      and ([.steps[] | select(.step == "postgres") | .documents == $users and .changes > 0] | all)' "$result" > /dev/null \
+      || { jq . "$result" >&2; die "smoke: implausible results"; }
+    python3 scripts/bench_report.py --plots "$tmp/plots" --markdown "$tmp/section.md" "$result"
+    for p in hydration memory latency; do [ -s "$tmp/plots/$p.png" ] || die "smoke: no $p.png"; done
+    cat "$tmp/section.md"
+    log "smoke OK in $((SECONDS - started)) s"
+  else
+    mkdir -p bench/results
+    cp "$result" "bench/results/$size.json"
+    python3 scripts/bench_report.py --plots bench/plots --benchmarks BENCHMARKS.md bench/results/*.json
+    log "size $size done in $((SECONDS - started)) s: bench/results/$size.json, bench/plots/, BENCHMARKS.md"
+  fi
+  cleanup
+}
+
+for size in "${sizes[@]}"; do
+  run_size "$size"
+done

@@ -1,0 +1,280 @@
+//! The in-memory limit of hydration: the product's dataflows (the same [`Catalog`] a job
+//! installs) fed with the generated snapshot rows, decoded before the clock starts, in batches
+//! as a job reads them (bounded in flight), documents rendered to JSON and counted by a null
+//! writer. No Kafka and no JSON parsing while timed: what is left is the dataflow and the
+//! rendering of documents.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::dataflow::catalog::Catalog;
+use crate::dataflow::sink::{DocWriter, Failure, SharedWriter};
+use crate::dataflow::upsert::SourceEvent;
+use crate::dataflow::Time;
+use crate::decode::{self, Change};
+use crate::gen::GenOptions;
+use crate::plan::{Plan, SourceId};
+
+/// Batches a worker may have in the dataflow before it feeds more (as in a job).
+const MAX_IN_FLIGHT: usize = 8;
+/// How long a worker waiting for others may sleep (it wakes on their messages).
+const PARK: Duration = Duration::from_millis(1);
+
+/// Counts what a sink writes and drops it.
+#[derive(Debug, Default)]
+pub struct CountingWriter {
+    pub documents: u64,
+    pub tombstones: u64,
+    pub bytes: u64,
+}
+
+impl DocWriter for CountingWriter {
+    fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+        self.bytes += (key.len() + value.map_or(0, str::len)) as u64;
+        if value.is_some() {
+            self.documents += 1;
+        } else {
+            self.tombstones += 1;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// What an in-memory hydration measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryReport {
+    pub products: Vec<String>,
+    pub workers: usize,
+    /// Input rows (generated snapshot records).
+    pub rows: u64,
+    /// Bytes of the generated records (key and value), for reference.
+    pub input_bytes: u64,
+    /// Generating and decoding the records (not timed as hydration).
+    pub prepare_seconds: f64,
+    /// From feeding the first row until every worker's sink wrote its documents.
+    pub hydration_seconds: f64,
+    pub rows_per_second: f64,
+    pub documents: u64,
+    pub output_bytes: u64,
+    /// Resident memory with the decoded rows in memory, before the dataflows start.
+    pub rss_before_bytes: Option<u64>,
+    /// Peak resident memory of the process.
+    pub peak_rss_bytes: Option<u64>,
+    /// (peak − before) / rows: what the dataflow state costs per input row.
+    pub dataflow_bytes_per_row: Option<f64>,
+}
+
+/// What one worker did.
+struct WorkerResult {
+    hydrated_after: f64,
+    documents: u64,
+    bytes: u64,
+}
+
+/// Generates the snapshot of `gen`, decodes it, and hydrates the plan's products in memory on
+/// `workers` threads.
+pub fn run(
+    plan: Plan,
+    gen: &GenOptions,
+    workers: usize,
+    batch_size: usize,
+) -> anyhow::Result<MemoryReport> {
+    anyhow::ensure!(
+        workers > 0 && batch_size > 0,
+        "workers and batch size must be positive"
+    );
+    let prepare = Instant::now();
+    let mut shares: Vec<Vec<(SourceId, SourceEvent)>> = vec![Vec::new(); workers];
+    let (mut rows, mut input_bytes) = (0u64, 0u64);
+    crate::gen::generate(&plan, gen, |r| {
+        let source = &plan.sources[r.source];
+        input_bytes += (r.key.as_ref().map_or(0, String::len)
+            + r.value.as_ref().map_or(0, String::len)) as u64;
+        let change = decode::decode(
+            source,
+            r.key.as_deref().map(str::as_bytes),
+            r.value.as_deref().map(str::as_bytes),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "a generated record of {} does not decode: {e}",
+                source.topic
+            )
+        })?;
+        let event = match change {
+            Change::Upsert { key, row } => SourceEvent::Upsert {
+                key,
+                row: Some(row),
+            },
+            Change::Delete { key } => SourceEvent::Upsert { key, row: None },
+            Change::Truncate => anyhow::bail!("the generator wrote a truncate to {}", source.topic),
+        };
+        shares[rows as usize % workers].push((r.source, event));
+        rows += 1;
+        Ok(())
+    })?;
+    let prepare_seconds = prepare.elapsed().as_secs_f64();
+    let products = plan.products.iter().map(|p| p.name.clone()).collect();
+    let rss_before = super::proc_status_bytes("VmRSS");
+
+    let shares = Arc::new(Mutex::new(shares));
+    let plan = Arc::new(plan);
+    let start = Instant::now();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let events =
+            std::mem::take(&mut shares.lock().unwrap_or_else(|p| p.into_inner())[worker.index()]);
+        hydrate(worker, &plan, events, batch_size, start).map_err(|e| format!("{e:#}"))
+    })
+    .map_err(|e| anyhow::anyhow!("cannot start the timely workers: {e}"))?;
+    let mut results = Vec::new();
+    for (i, result) in guards.join().into_iter().enumerate() {
+        match result {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => anyhow::bail!("worker {i}: {e}"),
+            Err(panic) => anyhow::bail!("worker {i} panicked: {panic}"),
+        }
+    }
+    let hydration_seconds = results.iter().map(|r| r.hydrated_after).fold(0.0, f64::max);
+    let peak = super::proc_status_bytes("VmHWM");
+    Ok(MemoryReport {
+        products,
+        workers,
+        rows,
+        input_bytes,
+        prepare_seconds,
+        hydration_seconds,
+        rows_per_second: rows as f64 / hydration_seconds.max(1e-9),
+        documents: results.iter().map(|r| r.documents).sum(),
+        output_bytes: results.iter().map(|r| r.bytes).sum(),
+        rss_before_bytes: rss_before,
+        peak_rss_bytes: peak,
+        dataflow_bytes_per_row: match (peak, rss_before) {
+            (Some(p), Some(b)) if rows > 0 => Some(p.saturating_sub(b) as f64 / rows as f64),
+            _ => None,
+        },
+    })
+}
+
+/// One worker: installs the products, feeds its rows batch by batch, then releases the sinks
+/// (as a caught-up job does) and steps until its documents are written.
+fn hydrate(
+    worker: &mut timely::worker::Worker,
+    plan: &Plan,
+    events: Vec<(SourceId, SourceEvent)>,
+    batch_size: usize,
+    start: Instant,
+) -> anyhow::Result<WorkerResult> {
+    let failure: Failure = Rc::new(RefCell::new(None));
+    let mut catalog = Catalog::new();
+    let mut writers = Vec::new();
+    catalog.install(
+        worker,
+        plan.clone(),
+        |_| {
+            let writer = Rc::new(RefCell::new(CountingWriter::default()));
+            writers.push(writer.clone());
+            Ok(writer as SharedWriter)
+        },
+        &failure,
+    )?;
+    // Nothing was written before: the output starts empty.
+    for product in catalog.products.iter_mut() {
+        product.emitted = None;
+    }
+    let check = |failure: &Failure| match failure.borrow_mut().take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+
+    let mut time: Time = 0;
+    let mut in_flight: VecDeque<Time> = VecDeque::new();
+    let mut events = events.into_iter();
+    loop {
+        let mut fed = 0;
+        for (s, event) in events.by_ref().take(batch_size) {
+            let (_, input) = catalog
+                .source(s)
+                .ok_or_else(|| anyhow::anyhow!("source {s} is not installed"))?;
+            input.send(event);
+            fed += 1;
+        }
+        if fed == 0 {
+            break;
+        }
+        in_flight.push_back(time);
+        time += 1;
+        catalog.advance_to(time);
+        worker.step();
+        while in_flight.len() >= MAX_IN_FLIGHT {
+            while in_flight.front().is_some_and(|t| catalog.computed_past(t)) {
+                in_flight.pop_front();
+            }
+            worker.step_or_park(Some(PARK));
+            check(&failure)?;
+        }
+    }
+    // Caught up: tell every worker's sinks, then move past that time so they can write.
+    let peers = worker.peers();
+    for product in catalog.products.iter_mut() {
+        if let Some(mut hold) = product.hold.take() {
+            hold.advance_to(time);
+            for w in 0..peers {
+                hold.send(crate::dataflow::sink::Side::CaughtUp(w as u64));
+            }
+        }
+    }
+    catalog.advance_to(time + 1);
+    while !catalog.products.iter().all(|p| p.control.caught_up.get()) {
+        worker.step_or_park(Some(PARK));
+        check(&failure)?;
+    }
+    let hydrated_after = start.elapsed().as_secs_f64();
+    catalog.close_inputs();
+    while !catalog.all_written() {
+        worker.step_or_park(Some(PARK));
+        check(&failure)?;
+    }
+    check(&failure)?;
+    Ok(WorkerResult {
+        hydrated_after,
+        documents: writers.iter().map(|w| w.borrow().documents).sum(),
+        bytes: writers.iter().map(|w| w.borrow().bytes).sum(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github() -> Plan {
+        crate::plan::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dataflows/github_user_profile.toml"
+        )))
+        .expect("the example loads")
+    }
+
+    #[test]
+    fn hydrates_every_document_on_one_and_two_workers() {
+        let gen = GenOptions {
+            scale: 200,
+            changes: 0,
+            seed: 3,
+        };
+        for workers in [1, 2] {
+            let report = run(github(), &gen, workers, 100).unwrap();
+            // One document per user (the root), every user written once.
+            assert_eq!(report.documents, 200, "{report:?}");
+            assert!(report.rows > 200 && report.output_bytes > 0, "{report:?}");
+        }
+    }
+}
