@@ -71,6 +71,22 @@ trap 'exit 130' INT TERM
 for size in "${sizes[@]}"; do
   case "$size" in smoke|S|M|L) ;; *) die "unknown size '$size' (smoke, S, M or L)";; esac
 done
+# Debian packages it needs, installed when missing (a fresh CI machine has none of them).
+missing=()
+command -v jq >/dev/null || missing+=(jq)
+command -v curl >/dev/null || missing+=(curl)
+[ -x /usr/bin/time ] || missing+=(time)
+if ! command -v pg_ctl >/dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+   && [ ! -x "${BENCH_PG_BIN:-/usr/local/bin}/pg_ctl" ]; then
+  missing+=(postgresql)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} from the OS packages"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -q >&2 || true
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -q "${missing[@]}" >&2 \
+    || die "apt-get install ${missing[*]} failed"
+fi
 for tool in jq curl python3 /usr/bin/time; do
   command -v "$tool" >/dev/null || die "$tool is needed"
 done
