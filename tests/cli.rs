@@ -3,24 +3,13 @@
 
 mod common;
 
-use common::denorm;
+use common::{denorm, output};
 
 fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("product.toml");
     std::fs::write(&path, text).unwrap();
-    let out = denorm()
-        .args(["check", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    output(&["check", path.to_str().unwrap()])
 }
 
 const GOOD: &str = r#"[product]

@@ -426,16 +426,6 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
     );
 }
 
-/// Fetches the metrics text from `addr` (a minimal HTTP GET).
-fn scrape(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
 #[test]
 fn metrics_say_what_was_read_and_when_the_job_caught_up() {
     let dir = tempfile::tempdir().unwrap();

@@ -31,21 +31,17 @@ fn generate(profile: &Path, seed: u64) -> u64 {
         .unwrap_or_else(|| panic!("gen said: {out}"))
 }
 
-fn verify_ok(file: &Path) -> bool {
-    denorm()
-        .args(["verify", file.to_str().unwrap(), "--brokers", &brokers()])
-        .output()
-        .unwrap()
-        .status
-        .success()
+fn verify(file: &Path) -> (bool, String) {
+    output(&["verify", file.to_str().unwrap(), "--brokers", &brokers()])
 }
 
+fn verify_ok(file: &Path) -> bool {
+    verify(file).0
+}
+
+/// The report of a fresh verify run (for failure messages).
 fn verify_report(file: &Path) -> String {
-    let out = denorm()
-        .args(["verify", file.to_str().unwrap(), "--brokers", &brokers()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    verify(file).1
 }
 
 /// Writes a product file into a watched folder all at once (write, then rename).

@@ -198,15 +198,6 @@ impl Drop for Job {
     }
 }
 
-fn scrape(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    Some(text)
-}
-
 /// Sum of the samples of `name` (e.g. `denorm_dead_letters_total`, or with its labels).
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -220,18 +211,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 /// Runs `denorm verify`; returns whether it passed and its report.
 fn verify(product: &Product, brokers: &str) -> (bool, String) {
-    let out = denorm()
-        .args(["verify", product.path(), "--brokers", brokers])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    output(&["verify", product.path(), "--brokers", brokers])
 }
 
 /// A record with its headers: (key, value, headers).

@@ -13,8 +13,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::decode::{self, Change};
-use crate::gen::{GenOptions, Record};
+use crate::decode::Change;
+use crate::gen::GenOptions;
 use crate::plan::{ColumnType, Plan, SourcePlan};
 use crate::temporal::{format_date, format_time, format_timestamp};
 use crate::value::{write_scalar, Row, Value};
@@ -43,22 +43,6 @@ fn type_name(ty: ColumnType) -> &'static str {
     }
 }
 
-fn decode_record(plan: &Plan, r: &Record) -> anyhow::Result<Change> {
-    let source = &plan.sources[r.source];
-    decode::decode(
-        source,
-        r.key.as_deref().map(str::as_bytes),
-        r.value.as_deref().map(str::as_bytes),
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "a generated record of {} does not decode: {e}",
-            source.topic
-        )
-    })
-}
-
-/// One CSV cell.
 fn csv_cell(value: &Value, out: &mut String) {
     let quoted = |s: &str, out: &mut String| {
         out.push('"');
@@ -145,7 +129,7 @@ pub fn run(plan: &Plan, gen: &GenOptions, dir: &Path) -> anyhow::Result<ExportRe
         ..gen.clone()
     };
     crate::gen::generate(plan, &snapshot, |r| {
-        match decode_record(plan, &r)? {
+        match super::decode_record(plan, &r)? {
             Change::Upsert { key, row } => {
                 tables[r.source].insert(key, row);
             }
@@ -190,7 +174,7 @@ pub fn run(plan: &Plan, gen: &GenOptions, dir: &Path) -> anyhow::Result<ExportRe
         File::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
     );
     crate::gen::generate_changes(plan, gen, |r| {
-        let line = change_line(&plan.sources[r.source], &decode_record(plan, &r)?)?;
+        let line = change_line(&plan.sources[r.source], &super::decode_record(plan, &r)?)?;
         writeln!(file, "{line}")?;
         report.changes += 1;
         Ok(())

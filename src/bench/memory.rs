@@ -16,7 +16,7 @@ use crate::dataflow::catalog::Catalog;
 use crate::dataflow::sink::{DocWriter, Failure, SharedWriter};
 use crate::dataflow::upsert::SourceEvent;
 use crate::dataflow::Time;
-use crate::decode::{self, Change};
+use crate::decode::Change;
 use crate::gen::GenOptions;
 use crate::plan::{Plan, SourceId};
 
@@ -99,17 +99,7 @@ pub fn run(
         let source = &plan.sources[r.source];
         input_bytes += (r.key.as_ref().map_or(0, String::len)
             + r.value.as_ref().map_or(0, String::len)) as u64;
-        let change = decode::decode(
-            source,
-            r.key.as_deref().map(str::as_bytes),
-            r.value.as_deref().map(str::as_bytes),
-        )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "a generated record of {} does not decode: {e}",
-                source.topic
-            )
-        })?;
+        let change = super::decode_record(&plan, &r)?;
         let event = match change {
             Change::Upsert { key, row } => SourceEvent::Upsert {
                 key,

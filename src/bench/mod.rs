@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::gen::GenOptions;
+use crate::decode::{self, Change};
+use crate::gen::{GenOptions, Record};
 use crate::kafka::client::KafkaOptions;
 use crate::plan;
 
@@ -216,6 +217,22 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// Decodes a generated record as a job would (the generator's records always decode).
+fn decode_record(plan: &plan::Plan, r: &Record) -> anyhow::Result<Change> {
+    let source = &plan.sources[r.source];
+    decode::decode(
+        source,
+        r.key.as_deref().map(str::as_bytes),
+        r.value.as_deref().map(str::as_bytes),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "a generated record of {} does not decode: {e}",
+            source.topic
+        )
+    })
 }
 
 #[cfg(test)]

@@ -112,15 +112,33 @@ pub fn denorm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_denorm"))
 }
 
+/// Runs `denorm ARGS`: whether it succeeded, and its stdout then stderr.
+pub fn output(args: &[&str]) -> (bool, String) {
+    let out = denorm().args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Fetches the metrics text from `addr` (a minimal HTTP GET).
+pub fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// Runs `denorm ARGS`, asserts it succeeded, and returns its stdout and stderr.
 pub fn run_ok(args: &[&str]) -> String {
-    let out = denorm().args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "denorm {args:?} failed:\n{text}");
+    let (ok, text) = output(args);
+    assert!(ok, "denorm {args:?} failed:\n{text}");
     text
 }
 
