@@ -222,9 +222,9 @@ impl Catalog {
 
     /// Closes every source input (the job stops reading): the dataflows drain and complete.
     pub fn close_inputs(&mut self) {
-        let dataflows: Vec<_> = self.sources.drain().collect();
-        // Keep the dataflows installed (they still complete), but drop inputs and traces.
-        drop(dataflows);
+        // The dataflows stay installed (they drain and complete); only the inputs and the
+        // catalog's trace handles go.
+        self.sources.clear();
         self.keyed.clear();
     }
 
