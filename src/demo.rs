@@ -76,7 +76,10 @@ pub fn run(seconds: u64, scale: usize, workers: usize) -> anyhow::Result<()> {
         "wrote a snapshot of {snapshot} Debezium records; starting denorm with {workers} workers"
     );
 
-    let options = JobOptions::new(plan.clone(), kafka.clone());
+    let mut options = JobOptions::new(plan.clone(), kafka.clone());
+    // Generated records always decode; the embedded broker has no admin API to create a
+    // dead-letter topic (creating it would stall the start), so a bad record stops the demo.
+    options.on_error = job::ErrorPolicy::Fail;
     let stop = options.stop.clone();
     let job = std::thread::spawn(move || job::run(options, timely::Config::process(workers)));
 
