@@ -166,3 +166,11 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+/// The README's first command: the embedded demo runs, streams, and verifies its own output.
+#[test]
+fn the_demo_runs_and_verifies() {
+    let (ok, text) = output(&["demo", "--seconds", "2", "--scale", "10"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("github_user_profile: OK"), "{text}");
+}
