@@ -18,14 +18,36 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Log filter (e.g. info, denorm=debug); also RUST_LOG.
-    #[arg(long, global = true, env = "DENORM_LOG", default_value = "info")]
-    log: String,
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "DENORM_LOG_JSON")]
+    /// What to log: a level (error, warn, info, debug, trace) or directives such as
+    /// `info,denorm=debug`. Without it: DENORM_LOG, then RUST_LOG, then `info`.
+    #[arg(
+        long = "log-level",
+        visible_alias = "log",
+        global = true,
+        env = "DENORM_LOG",
+        value_name = "FILTER"
+    )]
+    log_level: Option<String>,
+    /// Log lines as text for people, or as one JSON object per line for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "DENORM_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// The same as --log-format json.
+    #[arg(long, global = true, hide = true, env = "DENORM_LOG_JSON")]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -171,17 +193,24 @@ struct DemoArgs {
     workers: usize,
 }
 
-fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+/// Logs go to stderr, filtered by `--log-level` (or DENORM_LOG), else RUST_LOG, else `info`.
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let directives = match &cli.log_level {
+        Some(flag) => flag.clone(),
+        None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).with_context(|| {
+        format!("bad log filter `{directives}` (try info, or info,denorm=debug)")
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if cli.log_json {
+    if cli.log_json || cli.log_format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 /// A process of a multi-process job that loses another one cannot go on (timely needs all of
@@ -205,13 +234,34 @@ fn install_panic_hook() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     install_panic_hook();
+    tracing::debug!(
+        version = env!("CARGO_PKG_VERSION"),
+        command = cli.command.name(),
+        "denorm starting"
+    );
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Demo(_) => "demo",
+            Command::Check { .. } => "check",
+            Command::Explain { .. } => "explain",
+            Command::Gen(_) => "gen",
+            Command::Verify { .. } => "verify",
         }
     }
 }

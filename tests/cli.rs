@@ -177,3 +177,78 @@ fn every_subcommand_has_help() {
         );
     }
 }
+
+/// Runs `denorm check` on the good file with extra arguments and environment; returns stderr.
+fn check_logs(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("product.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let mut command = denorm();
+    command
+        .args(args)
+        .args(["check", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env_remove("DENORM_LOG")
+        .env_remove("DENORM_LOG_FORMAT")
+        .env_remove("DENORM_BROKERS");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn log_level_comes_from_the_flag_then_denorm_log_then_rust_log() {
+    // Default: info, so the debug line that every command logs at start is not shown.
+    assert!(!check_logs(&[], &[]).contains("denorm starting"));
+    let text = check_logs(&[], &[("RUST_LOG", "debug")]);
+    assert!(
+        text.contains("DEBUG") && text.contains("denorm starting"),
+        "{text}"
+    );
+    assert!(check_logs(&["--log-level", "debug"], &[]).contains("denorm starting"));
+    assert!(check_logs(&[], &[("DENORM_LOG", "denorm=debug")]).contains("denorm starting"));
+    // The flag wins over the environment.
+    let text = check_logs(&["--log-level", "warn"], &[("RUST_LOG", "debug")]);
+    assert!(!text.contains("denorm starting"), "{text}");
+    let text = check_logs(&["--log-level", "warn"], &[("DENORM_LOG", "debug")]);
+    assert!(!text.contains("denorm starting"), "{text}");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    for (args, env) in [
+        (vec!["--log-format", "json", "--log-level", "debug"], vec![]),
+        (
+            vec!["--log-level", "debug"],
+            vec![("DENORM_LOG_FORMAT", "json")],
+        ),
+    ] {
+        let text = check_logs(&args, &env);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(!lines.is_empty(), "no log lines");
+        for line in &lines {
+            let json: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(
+                json["level"].is_string() && json["fields"].is_object(),
+                "{line}"
+            );
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("\"denorm starting\"") && l.contains("\"command\":\"check\"")),
+            "{text}"
+        );
+    }
+    // A bad filter is an error, not silently ignored.
+    let out = denorm()
+        .args(["--log-level", "info,=[", "check", "x.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad log filter"));
+}
