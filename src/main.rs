@@ -63,8 +63,12 @@ enum Command {
     },
     /// Print the plan: sources, shared arrangements, nesting tree and outputs.
     Explain {
+        /// Product files, or folders of them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Print a Graphviz graph instead of text: `denorm explain --dot FILE | dot -Tsvg > plan.svg`.
+        #[arg(long)]
+        dot: bool,
     },
     /// Write generated Debezium topics for a product's sources.
     Gen(GenArgs),
@@ -279,8 +283,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Explain { files } => {
-            print!("{}", denorm::explain::explain(&plan::load_all(&files)?));
+        Command::Explain { files, dot } => {
+            let plan = plan::load_all(&files)?;
+            if dot {
+                print!("{}", denorm::explain::dot::dot(&plan));
+            } else {
+                print!("{}", denorm::explain::explain(&plan));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen(args) => generate(args),

@@ -252,3 +252,104 @@ fn log_format_json_writes_one_json_object_per_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad log filter"));
 }
+
+/// The node ids a DOT text declares (`id [..];`) and its edges (`a -> b`), after checking that
+/// its braces balance and it is one digraph.
+fn dot_structure(text: &str) -> (Vec<String>, Vec<(String, String)>) {
+    assert!(text.starts_with("digraph "), "{text}");
+    let mut depth = 0i32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '{' if !in_string => depth += 1,
+            '}' if !in_string => {
+                depth -= 1;
+                assert!(depth >= 0, "unbalanced braces:\n{text}");
+            }
+            _ => {}
+        }
+    }
+    assert!(depth == 0 && !in_string, "unbalanced:\n{text}");
+    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+    for line in text.lines().map(str::trim) {
+        let head = line.split(" [").next().unwrap().trim_end_matches(';');
+        if let Some((a, b)) = head.split_once(" -> ") {
+            edges.push((a.trim().to_owned(), b.trim().to_owned()));
+        } else if line.contains(" [")
+            && !["node ", "edge ", "graph "]
+                .iter()
+                .any(|k| line.starts_with(k))
+        {
+            nodes.push(head.to_owned());
+        }
+    }
+    (nodes, edges)
+}
+
+#[test]
+fn explain_dot_is_a_graph_of_the_plan() {
+    for file in [
+        "dataflows/github_user_profile.toml",
+        "tests/data/shop_orders.toml",
+    ] {
+        let out = denorm()
+            .args([
+                "explain",
+                "--dot",
+                &format!("{}/{file}", env!("CARGO_MANIFEST_DIR")),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (nodes, edges) = dot_structure(&text);
+        assert!(nodes.len() > 5 && edges.len() >= nodes.len() - 1, "{text}");
+        for (a, b) in &edges {
+            assert!(
+                nodes.contains(a) && nodes.contains(b),
+                "edge {a} -> {b} has an undeclared end:\n{text}"
+            );
+        }
+        let mut sorted = nodes.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            nodes.len(),
+            "a node is declared twice:\n{text}"
+        );
+        // Every node is connected, and the output is reached.
+        for n in &nodes {
+            assert!(
+                edges.iter().any(|(a, b)| a == n || b == n),
+                "{n} has no edge:\n{text}"
+            );
+        }
+        assert!(edges.iter().any(|(_, b)| b == "output_0"), "{text}");
+    }
+    let out = denorm()
+        .args([
+            "explain",
+            "--dot",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/dataflows/github_user_profile.toml"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        r#"label="arrangement\nusers by (username)""#,
+        r#"join\nusers(username) = pull_requests(author)"#,
+        r#"join\nstars(repo_owner, repo_name) = repos(owner, name)"#,
+        r#"output topic github.user_profile\nkey (email)"#,
+        r#"github.public.stars"#,
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
