@@ -1,6 +1,7 @@
 //! denorm: Debezium change streams in, denormalized nested documents out, on differential
 //! dataflow. Data flows one way: product file ([`spec`]) → [`plan`] → [`dataflow`] → sink.
 
+pub mod check;
 pub mod dataflow;
 pub mod decode;
 pub mod demo;
@@ -11,6 +12,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod plan;
 pub mod spec;
+pub mod suggest;
 pub mod temporal;
 pub mod value;
 pub mod verify;

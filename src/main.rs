@@ -56,11 +56,9 @@ enum Command {
     Run(RunArgs),
     /// Run the GitHub UserProfile product on an embedded broker with generated data.
     Demo(DemoArgs),
-    /// Check product files and report every mistake with its line.
-    Check {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    /// Check product files and report every mistake with its line; with --brokers, also check
+    /// that the source topics exist and that their records fit the declared columns.
+    Check(CheckArgs),
     /// Print the plan: sources, shared arrangements, nesting tree and outputs.
     Explain {
         /// Product files, or folders of them.
@@ -166,6 +164,24 @@ impl RunArgs {
 }
 
 #[derive(Args)]
+struct CheckArgs {
+    /// Product files, or folders of them.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Also check the source topics on these brokers (host:port[,host:port]): each must exist,
+    /// and records sampled from each partition must decode and have the declared columns,
+    /// types and primary key.
+    #[arg(long, env = "DENORM_BROKERS")]
+    brokers: Option<String>,
+    /// librdkafka setting key=value (repeatable), as for `run`.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// Records sampled from the start, and as many from the end, of each partition.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    sample: usize,
+}
+
+#[derive(Args)]
 struct GenArgs {
     /// The product file whose sources to generate.
     file: PathBuf,
@@ -262,7 +278,7 @@ impl Command {
         match self {
             Command::Run(_) => "run",
             Command::Demo(_) => "demo",
-            Command::Check { .. } => "check",
+            Command::Check(_) => "check",
             Command::Explain { .. } => "explain",
             Command::Gen(_) => "gen",
             Command::Verify { .. } => "verify",
@@ -276,13 +292,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             denorm::demo::run(args.seconds, args.scale, args.workers).map(|_| ExitCode::SUCCESS)
         }
-        Command::Check { files } => {
-            let plan = plan::load_all(&files)?;
-            for p in &plan.products {
-                println!("ok: {} ({}) → {}", p.name, p.file, p.output_topic);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Check(args) => check(args),
         Command::Explain { files, dot } => {
             let plan = plan::load_all(&files)?;
             if dot {
@@ -347,6 +357,25 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let plan = plan::load_all(&args.files)?;
+    for p in &plan.products {
+        println!("ok: {} ({}) → {}", p.name, p.file, p.output_topic);
+    }
+    let Some(brokers) = &args.brokers else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut kafka = KafkaOptions::new(brokers);
+    kafka.properties = KafkaOptions::parse_properties(&args.settings)?;
+    let report = denorm::check::check_topics(&kafka.with_environment(), &plan, args.sample.max(1))?;
+    print!("{report}");
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {

@@ -11,6 +11,7 @@ fn check(text: &str) -> (bool, String) {
     std::fs::write(&path, text).unwrap();
     let out = denorm()
         .args(["check", path.to_str().unwrap()])
+        .env_remove("DENORM_BROKERS")
         .output()
         .unwrap();
     (
@@ -352,4 +353,147 @@ fn explain_dot_is_a_graph_of_the_plan() {
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
+}
+
+/// `check --brokers` with the good file's topics renamed: users → `users`, orders → `orders`.
+fn check_topics(users: &str, orders: &str, broker_flag: bool) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.toml");
+    std::fs::write(
+        &path,
+        GOOD.replace("\"db.users\"", &format!("\"{users}\""))
+            .replace("\"db.orders\"", &format!("\"{orders}\"")),
+    )
+    .unwrap();
+    let mut command = denorm();
+    command.args(["check", path.to_str().unwrap(), "--sample", "2"]);
+    command.env_remove("DENORM_BROKERS");
+    if broker_flag {
+        command.args(["--brokers", &common::brokers()]);
+    } else {
+        command.env("DENORM_BROKERS", common::brokers());
+    }
+    let out = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_with_brokers_samples_the_topics() {
+    let prefix = common::unique("check");
+    let (users, orders, bad_orders) = (
+        format!("{prefix}.users"),
+        format!("{prefix}.orders"),
+        format!("{prefix}.orders_typo"),
+    );
+    denorm::kafka::admin::ensure_topics(&common::kafka(), &[&users, &orders, &bad_orders], 2)
+        .unwrap();
+    let record = |topic: &str, key: serde_json::Value, row: serde_json::Value| {
+        let value = serde_json::json!({"before": null, "after": row, "op": "c", "source": {}});
+        (
+            topic.to_owned(),
+            Some(key.to_string()),
+            Some(value.to_string()),
+        )
+    };
+    let mut records = Vec::new();
+    for i in 0..8 {
+        records.push(record(
+            &users,
+            serde_json::json!({"id": i}),
+            serde_json::json!({"id": i, "name": format!("u{i}"), "email": "e"}),
+        ));
+        records.push(record(
+            &orders,
+            serde_json::json!({"id": i}),
+            serde_json::json!({"id": i, "user_id": i, "total": "1.50"}),
+        ));
+        // The table's column is `totl`, the product says `total`.
+        records.push(record(
+            &bad_orders,
+            serde_json::json!({"id": i}),
+            serde_json::json!({"id": i, "user_id": i, "totl": "1.50"}),
+        ));
+    }
+    common::produce(&records);
+
+    let (ok, text) = check_topics(&users, &orders, true);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("ok   {users} (source `users`): 2 partitions")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ok   {orders} (source `orders`)")),
+        "{text}"
+    );
+    // Columns the records have but the product does not declare are a note, not a failure.
+    assert!(text.contains("not declare (ignored): email"), "{text}");
+
+    // DENORM_BROKERS stands for --brokers.
+    let (ok, text) = check_topics(&users, &bad_orders, false);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("FAIL {bad_orders} (source `orders`)")),
+        "{text}"
+    );
+    assert!(
+        text.contains("shop.toml:13:"),
+        "the problem points at the columns line:\n{text}"
+    );
+    assert!(
+        text.contains("the records have no column `total`")
+            && text.contains(&format!("at topic {bad_orders} partition "))
+            && text.contains("Did you mean `totl`?"),
+        "{text}"
+    );
+
+    let (ok, text) = check_topics(&users, &format!("{prefix}.nope"), true);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("shop.toml:11:") && text.contains("does not exist"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_a_wrong_type_and_a_primary_key_unlike_the_record_key() {
+    let prefix = common::unique("checktypes");
+    let (users, orders) = (format!("{prefix}.users"), format!("{prefix}.orders"));
+    denorm::kafka::admin::ensure_topics(&common::kafka(), &[&users, &orders], 1).unwrap();
+    let value = |row: serde_json::Value| {
+        Some(serde_json::json!({"before": null, "after": row, "op": "r", "source": {}}).to_string())
+    };
+    common::produce(&[
+        // The users table is keyed by (id, region), not by id as the product says.
+        (
+            users.clone(),
+            Some(r#"{"id": 1, "region": "eu"}"#.into()),
+            value(serde_json::json!({"id": 1, "region": "eu", "name": "a"})),
+        ),
+        // user_id is a string in the table, an int in the product.
+        (
+            orders.clone(),
+            Some(r#"{"id": 1}"#.into()),
+            value(serde_json::json!({"id": 1, "user_id": "u1", "total": 2.5})),
+        ),
+    ]);
+    let (ok, text) = check_topics(&users, &orders, true);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("shop.toml:7:")
+            && text.contains("the record key has columns (id, region) but `primary_key` is [id]")
+            && text.contains(r#"write primary_key = ["id", "region"]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("shop.toml:13:")
+            && text.contains("column `user_id` does not fit its declared type `int`")
+            && text.contains("the records carry a string"),
+        "{text}"
+    );
 }

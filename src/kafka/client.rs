@@ -126,6 +126,20 @@ impl KafkaOptions {
         })
     }
 
+    /// The names of every topic the brokers have (one metadata request).
+    pub fn topic_names(&self) -> anyhow::Result<Vec<String>> {
+        let consumer = self.consumer("metadata")?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name().to_owned())
+            .collect())
+    }
+
     /// The number of partitions of each topic, waiting up to `wait` for topics to appear.
     pub fn partition_counts(&self, topics: &[&str], wait: Duration) -> anyhow::Result<Vec<i32>> {
         let consumer = self.consumer("metadata")?;
@@ -161,6 +175,32 @@ impl KafkaOptions {
         }
         Ok(counts)
     }
+}
+
+/// The high watermark of a partition as the consumer last saw it in a fetch response, without
+/// asking the broker; `None` before the first fetch of the partition. Unlike
+/// `fetch_watermarks` (a ListOffsets request), this is right on brokers whose ListOffsets
+/// misreport the end (tansu's memory storage), and it costs nothing.
+pub fn cached_high_watermark<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle lives as long as `consumer`; librdkafka reads the
+    // NUL-terminated topic name and writes the two offsets, nothing else.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 #[cfg(test)]
