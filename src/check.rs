@@ -16,7 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::decode::{self, DecodeError};
-use crate::kafka::client::{cached_high_watermark, KafkaOptions, Reader};
+use crate::kafka::client::{cached_watermarks, KafkaOptions, Reader};
 use crate::kafka::source::Origin;
 use crate::plan::{Plan, SourcePlan};
 use crate::spec::{self, SourceText};
@@ -218,7 +218,7 @@ fn sample_partition(
         return Ok(());
     };
     // The last n records, up to the end the consumer saw in its fetches.
-    let end = cached_high_watermark(consumer, topic, partition).unwrap_or(next);
+    let end = cached_watermarks(consumer, topic, partition).map_or(next, |(_, high)| high);
     let tail = (end - n as i64).max(next);
     tracing::debug!(%topic, partition, next, end, tail, "sampling the end of the partition");
     if tail - next > READ_ON_LIMIT {

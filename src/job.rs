@@ -4,6 +4,10 @@
 //!
 //! Reading is bounded: a worker does not read a new batch while too many earlier ones are still
 //! in the dataflow, so memory in flight is bounded by the batch size, not by the topics.
+//!
+//! What the workers of a process share to be observed — partition positions for the progress
+//! bars and lag gauges ([`crate::progress`]), source timestamps per time for the latency
+//! histogram ([`crate::latency`]) — is created here and handed to each worker.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -20,7 +24,9 @@ use crate::kafka::client::KafkaOptions;
 use crate::kafka::dlq::DeadLetters;
 use crate::kafka::producer::KafkaWriter;
 use crate::kafka::source::{assignment, Origin, TopicReader};
+use crate::latency::SourceTimes;
 use crate::plan::Plan;
+use crate::progress::{self, Progress};
 
 /// What to do with a record that cannot be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +58,8 @@ pub struct JobOptions {
     pub topic_wait: Duration,
     /// Set to stop gracefully (Ctrl-C, SIGTERM): flush output and exit.
     pub stop: Arc<AtomicBool>,
+    /// Draw progress bars on stderr while catching up with the sources.
+    pub progress_bars: bool,
 }
 
 impl JobOptions {
@@ -73,6 +81,7 @@ impl JobOptions {
             max_in_flight: 8,
             topic_wait: Duration::from_secs(30),
             stop: Arc::new(AtomicBool::new(false)),
+            progress_bars: false,
         }
     }
 }
@@ -122,10 +131,15 @@ pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobRep
         create_outputs(&options)?;
     }
     let abort = Arc::new(AtomicBool::new(false));
+    let observed = Observed {
+        progress: Progress::new(options.plan.sources.iter().map(|s| s.name.clone())),
+        source_times: Arc::new(SourceTimes::default()),
+    };
+    let _monitor = progress::monitor(observed.progress.clone(), options.progress_bars)?;
     let guards = timely::execute(timely, move |worker| {
         // A panicking worker must stop the others too, or they would wait for it for ever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_worker(worker, &options, &abort, start)
+            run_worker(worker, &options, &abort, start, &observed)
         }));
         if !matches!(result, Ok(Ok(_))) {
             abort.store(true, Ordering::SeqCst);
@@ -156,27 +170,34 @@ pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobRep
 
 const ABORTED: &str = "stopped: another worker failed";
 
+/// What the workers of a process share to be observed.
+struct Observed {
+    progress: Arc<Progress>,
+    source_times: Arc<SourceTimes>,
+}
+
 fn run_worker(
     worker: &mut timely::worker::Worker,
     options: &JobOptions,
     abort: &AtomicBool,
     start: Instant,
+    observed: &Observed,
 ) -> anyhow::Result<WorkerReport> {
     let plan = &options.plan;
     let (index, peers) = (worker.index(), worker.peers());
     let failure: Failure = Rc::new(RefCell::new(None));
     let mut writers = Vec::new();
     for product in &plan.products {
-        writers.push(Rc::new(RefCell::new(KafkaWriter::new(
-            &options.kafka,
-            &product.output_topic,
-        )?)));
+        let mut writer = KafkaWriter::new(&options.kafka, &product.output_topic)?;
+        writer.measure_latency(observed.source_times.clone());
+        writers.push(Rc::new(RefCell::new(writer)));
     }
     let sinks: Vec<SharedWriter> = writers.iter().map(|w| w.clone() as SharedWriter).collect();
     let dead_letters = match options.on_error {
         ErrorPolicy::Dlq => Some(DeadLetters::new(&options.kafka, &options.dlq_topic)?),
         _ => None,
     };
+    crate::metrics::track_arrangements(worker);
     let handles = worker.dataflow::<Time, _, _>(|scope| {
         dataflow::build(scope, plan, |i| sinks[i].clone(), failure.clone())
     });
@@ -194,6 +215,9 @@ fn run_worker(
             partitions,
             index,
         )?);
+    }
+    for (s, reader) in readers.iter().enumerate() {
+        observed.progress.watch(s, reader.positions());
     }
     tracing::info!(
         worker = index,
@@ -226,6 +250,10 @@ fn run_worker(
         if last_log.elapsed() > Duration::from_secs(1) {
             last_log = Instant::now();
             let frontier = written.with_frontier(|f| f.to_vec());
+            // Every sink has written the output of the times before the frontier.
+            observed
+                .source_times
+                .forget_before(frontier.first().copied().unwrap_or(Time::MAX));
             tracing::debug!(
                 worker = index,
                 iterations,
@@ -243,6 +271,8 @@ fn run_worker(
             return Err(e);
         }
         let mut read = 0;
+        // The Kafka timestamp of the oldest record of this batch, for the latency histogram.
+        let mut oldest: Option<i64> = None;
         if let Some(handles) = inputs.as_mut() {
             // Backpressure: let the dataflow catch up before reading more.
             while in_flight.front().is_some_and(|t| !computed.less_equal(t)) {
@@ -253,7 +283,10 @@ fn run_worker(
                     let source = &plan.sources[s];
                     let input = &mut handles[s];
                     let before = read;
-                    read += reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, _ts| {
+                    read += reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, timestamp| {
+                        if let Some(ts) = timestamp.filter(|t| *t > 0) {
+                            oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
+                        }
                         match decode::decode(source, key, value) {
                             Ok(Change::Upsert { key, row }) => input.send(SourceEvent::Upsert { key, row: Some(row) }),
                             Ok(Change::Delete { key }) => input.send(SourceEvent::Upsert { key, row: None }),
@@ -299,6 +332,10 @@ fn run_worker(
             }
             if read > 0 {
                 in_flight.push_back(time);
+                // Latency counts from batches read after this worker caught up.
+                if let (Some(ts), Some(_)) = (oldest, caught_up_at) {
+                    observed.source_times.note(time, ts);
+                }
             }
             time = next;
             if caught_up_at.is_none() && readers.iter().all(TopicReader::caught_up) {
@@ -345,6 +382,7 @@ fn run_worker(
                 let after = start.elapsed();
                 report.job_caught_up_after = Some(after);
                 crate::metrics::metrics().caught_up.set(1);
+                observed.progress.caught_up(after);
                 crate::metrics::metrics()
                     .hydration_seconds
                     .set(after.as_secs_f64());
@@ -500,6 +538,10 @@ fn bad_record(
         ErrorPolicy::Dlq => {
             let dead_letters = dead_letters.expect("a dead-letter writer exists under the dlq policy");
             dead_letters.send(origin, key, value, &error.to_string())?;
+            crate::metrics::metrics()
+                .dead_letters
+                .get_or_create(&crate::metrics::topic(&origin.topic))
+                .inc();
             tracing::warn!(%origin, %error, dlq = dead_letters.topic(), "wrote a record that cannot be decoded to the dead-letter topic");
             Ok(())
         }

@@ -127,6 +127,9 @@ struct RunArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), at any path.
     #[arg(long, env = "DENORM_METRICS_ADDR")]
     metrics_addr: Option<String>,
+    /// No progress bars while catching up (they are drawn only when stderr is a terminal).
+    #[arg(short, long, env = "DENORM_QUIET")]
+    quiet: bool,
     /// Timely: worker threads per process.
     #[arg(short = 'w', long, default_value_t = 1)]
     workers: usize,
@@ -224,7 +227,7 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(denorm::progress::LogWriter);
     if cli.log_json || cli.log_format == LogFormat::Json {
         builder.json().init();
     } else {
@@ -339,6 +342,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         options.dlq_topic = topic;
     }
     options.batch_size = args.batch_size;
+    options.progress_bars = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {

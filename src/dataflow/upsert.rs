@@ -52,6 +52,12 @@ pub fn upsert<'s>(
             let mut state: HashMap<Row, Row> = HashMap::new();
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<SourceEvent>)> = BTreeMap::new();
             let mut updates = Vec::new();
+            // This worker's share of the source's rows, in the `source_rows` gauge.
+            let rows = crate::metrics::metrics()
+                .source_rows
+                .get_or_create(&crate::metrics::source(name))
+                .clone();
+            let mut counted = 0i64;
             move |(input, frontier), output| {
                 // `for_each` keeps each channel's FIFO order, which is offset order per key.
                 input.for_each(|cap, data| {
@@ -100,6 +106,11 @@ pub fn upsert<'s>(
                     if state.capacity() > 4 * state.len() + 1024 {
                         state.shrink_to_fit();
                     }
+                }
+                let held = state.len() as i64;
+                if held != counted {
+                    rows.inc_by(held - counted);
+                    counted = held;
                 }
             }
         },

@@ -59,7 +59,7 @@ impl RecordProducer {
         }
         let tracker = Arc::new(DeliveryTracker::default());
         let producer = config
-            .create_with_context(TrackingContext(tracker.clone()))
+            .create_with_context(TrackingContext::new(tracker.clone()))
             .map_err(|e| {
                 anyhow::anyhow!("cannot create a Kafka producer for {}: {e}", kafka.brokers)
             })?;
@@ -76,7 +76,7 @@ impl RecordProducer {
         key: Option<&str>,
         value: Option<&str>,
     ) -> anyhow::Result<()> {
-        super::producer::send_blocking(&self.producer, topic, key, value)?;
+        super::producer::send_blocking(&self.producer, topic, key, value, 0)?;
         self.sent += 1;
         Ok(())
     }

@@ -177,15 +177,15 @@ impl KafkaOptions {
     }
 }
 
-/// The high watermark of a partition as the consumer last saw it in a fetch response, without
-/// asking the broker; `None` before the first fetch of the partition. Unlike
-/// `fetch_watermarks` (a ListOffsets request), this is right on brokers whose ListOffsets
-/// misreport the end (tansu's memory storage), and it costs nothing.
-pub fn cached_high_watermark<C: ConsumerContext>(
+/// The low and high watermarks of a partition as the consumer last saw them in fetch responses,
+/// without asking the broker; `None` before the first fetch of the partition (and a low of `None`
+/// when the response did not say). Unlike `fetch_watermarks` (a ListOffsets request), these are
+/// right on brokers whose ListOffsets misreport the end (tansu's memory storage), and cost nothing.
+pub fn cached_watermarks<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
-) -> Option<i64> {
+) -> Option<(Option<i64>, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client handle lives as long as `consumer`; librdkafka reads the
@@ -200,7 +200,7 @@ pub fn cached_high_watermark<C: ConsumerContext>(
         )
     };
     (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
+        .then_some(((low >= 0).then_some(low), high))
 }
 
 #[cfg(test)]

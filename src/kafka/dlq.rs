@@ -23,7 +23,7 @@ impl DeadLetters {
         let mut config = kafka.client_config();
         config.set("acks", "all").set("linger.ms", "5");
         let producer = config
-            .create_with_context(TrackingContext(tracker.clone()))
+            .create_with_context(TrackingContext::new(tracker.clone()))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot create the dead-letter producer for {}: {e}",
@@ -70,7 +70,8 @@ impl DeadLetters {
                 key: "denorm.offset",
                 value: Some(offset.as_str()),
             });
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        let mut record =
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, 0).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
