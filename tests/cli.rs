@@ -172,11 +172,74 @@ fn every_subcommand_has_help() {
     for sub in ["run", "demo", "check", "explain", "gen", "verify"] {
         let out = denorm().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help failed");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{sub}"
-        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage"), "{sub}");
+        // Every flag is explained: on its line, or (long help) on the next; a default or an
+        // environment variable alone is no explanation.
+        let words = |text: &str| {
+            let mut depth = 0;
+            text.chars()
+                .filter(|c| {
+                    match c {
+                        '[' => depth += 1,
+                        ']' => depth -= 1,
+                        _ => return depth == 0 && c.is_alphabetic(),
+                    }
+                    false
+                })
+                .count()
+        };
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with('-') || line.starts_with("- ") {
+                continue;
+            }
+            let described = match line.split_once("  ") {
+                Some((_, description)) => words(description) > 0,
+                None => lines.get(i + 1).is_some_and(|next| words(next) > 0),
+            };
+            assert!(
+                described,
+                "`{line}` of `{sub} --help` has no description:\n{text}"
+            );
+        }
+        if sub != "demo" && sub != "explain" {
+            assert!(text.contains("[env: DENORM_BROKERS="), "{sub}:\n{text}");
+        }
     }
+}
+
+#[test]
+fn configuration_comes_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::unique("envcfg");
+    let file = common::product_file(dir.path(), "github_user_profile.toml", &prefix);
+    let file = file.to_str().unwrap();
+    let env = [
+        ("DENORM_BROKERS", common::brokers()),
+        ("DENORM_WORKERS", "2".to_owned()),
+        ("DENORM_EXIT_WHEN_CAUGHT_UP", "true".to_owned()),
+        ("DENORM_QUIET", "true".to_owned()),
+        ("DENORM_LOG_FORMAT", "json".to_owned()),
+    ];
+    let run = |args: &[&str]| {
+        let out = denorm().args(args).envs(env.clone()).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "denorm {args:?}:\n{text}");
+        text
+    };
+    run(&["gen", file, "--scale", "30", "--changes", "60"]);
+    let job = run(&["run", file]);
+    assert!(
+        job.contains("\"peers\":2") && job.contains("\"message\":\"stopped\""),
+        "two workers, JSON logs, exit when caught up:\n{job}"
+    );
+    let report = run(&["verify", file]);
+    assert!(report.contains("github_user_profile: OK"), "{report}");
 }
 
 /// Runs `denorm check` on the good file with extra arguments and environment; returns stderr.
