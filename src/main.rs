@@ -418,6 +418,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::load_all(&args.files)?;
+    for warning in plan::lint::lint(&plan) {
+        tracing::warn!("{warning}");
+    }
     let kafka = args.kafka.options(Some(&args.reading))?;
     tracing::info!(brokers = %kafka.brokers, settings = ?kafka.redacted(), products = plan.products.len(), sources = plan.sources.len(), "starting");
     if let Some(addr) = &args.metrics_addr {
@@ -455,6 +458,9 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::load_all(&args.files)?;
     for p in &plan.products {
         println!("ok: {} ({}) → {}", p.name, p.file, p.output_topic);
+    }
+    for warning in plan::lint::lint(&plan) {
+        println!("{warning}");
     }
     let Some(brokers) = &args.brokers else {
         return Ok(ExitCode::SUCCESS);

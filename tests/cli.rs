@@ -560,3 +560,27 @@ fn check_reports_a_wrong_type_and_a_primary_key_unlike_the_record_key() {
         "{text}"
     );
 }
+
+#[test]
+fn check_warns_about_likely_mistakes_without_failing() {
+    // `one` on a relation whose `on` is not the child's primary key: a customer has many orders.
+    let (ok, text) = check(&GOOD.replace("cardinality = \"many\"", "cardinality = \"one\""));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("product.toml:21:15: warning: relation `orders` is `one`, but several `orders` rows can match one `users` row")
+            && text.contains("write cardinality = \"many\" for a list"),
+        "{text}"
+    );
+    // A source nothing uses is not read.
+    let (ok, text) = check(&GOOD.replace(
+        "[document]",
+        "[sources.refunds]\ntopic = \"db.refunds\"\nprimary_key = [\"id\"]\ncolumns = { id = \"int\" }\n\n[document]",
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("product.toml:15:1: warning: source `refunds` is declared but the document does not use it"),
+        "{text}"
+    );
+    let (_, text) = check(GOOD);
+    assert!(!text.contains("warning"), "{text}");
+}
