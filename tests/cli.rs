@@ -515,10 +515,13 @@ fn check_with_brokers_samples_the_topics() {
         "{text}"
     );
 
-    let (ok, text) = check_topics(&users, &format!("{prefix}.nope"), true);
+    // A misspelt topic: it does not exist, and the one meant does.
+    let (ok, text) = check_topics(&users, &format!("{prefix}.order"), true);
     assert!(!ok, "{text}");
     assert!(
-        text.contains("shop.toml:11:") && text.contains("does not exist"),
+        text.contains("shop.toml:11:")
+            && text.contains("does not exist")
+            && text.contains(&format!("Did you mean `{orders}`?")),
         "{text}"
     );
 }
