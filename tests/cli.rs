@@ -587,3 +587,31 @@ fn check_warns_about_likely_mistakes_without_failing() {
     let (_, text) = check(GOOD);
     assert!(!text.contains("warning"), "{text}");
 }
+
+#[test]
+fn the_readme_shop_example_checks_and_its_swapped_join_is_explained() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let from = readme
+        .find("A shop with customers")
+        .expect("the shop walk-through");
+    let start = readme[from..].find("```toml\n").unwrap() + from + "```toml\n".len();
+    let shop = &readme[start..start + readme[start..].find("```").unwrap()];
+    let (ok, text) = check(shop);
+    assert!(ok && !text.contains("warning"), "{text}");
+    // The error the README shows is the one check gives.
+    let (ok, text) = check(&shop.replace(
+        r#"on = { id = "customer_id" }"#,
+        r#"on = { customer_id = "id" }"#,
+    ));
+    assert!(!ok);
+    let shown = readme
+        .lines()
+        .find(|l| l.starts_with("error: shop.toml:"))
+        .unwrap()
+        .trim_start_matches("error: shop.toml");
+    assert!(
+        text.contains(shown),
+        "README shows `{shown}`, check says:\n{text}"
+    );
+}
