@@ -58,7 +58,7 @@ pub struct JobOptions {
     pub topic_wait: Duration,
     /// Set to stop gracefully (Ctrl-C, SIGTERM): flush output and exit.
     pub stop: Arc<AtomicBool>,
-    /// Draw progress bars on stderr while catching up with the sources.
+    /// Draw progress bars on stderr while catching up with the sources (process 0 only).
     pub progress_bars: bool,
 }
 
@@ -127,7 +127,8 @@ impl JobReport {
 /// Runs the job on this process's workers until it stops, and reports.
 pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobReport> {
     let start = Instant::now();
-    if timely_process_index(&timely) == 0 {
+    let first_process = timely_process_index(&timely) == 0;
+    if first_process {
         create_outputs(&options)?;
     }
     let abort = Arc::new(AtomicBool::new(false));
@@ -135,7 +136,9 @@ pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobRep
         progress: Progress::new(options.plan.sources.iter().map(|s| s.name.clone())),
         source_times: Arc::new(SourceTimes::default()),
     };
-    let _monitor = progress::monitor(observed.progress.clone(), options.progress_bars)?;
+    // One process draws (the others may share its terminal), showing its own partitions.
+    let bars = options.progress_bars && first_process;
+    let _monitor = progress::monitor(observed.progress.clone(), bars)?;
     let guards = timely::execute(timely, move |worker| {
         // A panicking worker must stop the others too, or they would wait for it for ever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
