@@ -1,5 +1,7 @@
 //! `denorm explain`: the plan as text — sources, the arrangements the dataflow builds (and which
-//! relations share them), the nesting tree and the outputs.
+//! relations share them), the nesting tree and the outputs; [`dot`] draws the same as a graph.
+
+pub mod dot;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

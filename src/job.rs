@@ -4,6 +4,10 @@
 //!
 //! Reading is bounded: a worker does not read a new batch while too many earlier ones are still
 //! in the dataflow, so memory in flight is bounded by the batch size, not by the topics.
+//!
+//! What the workers of a process share to be observed — partition positions for the progress
+//! bars and lag gauges ([`crate::progress`]), source timestamps per time for the latency
+//! histogram ([`crate::latency`]) — is created here and handed to each worker.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -24,7 +28,9 @@ use crate::kafka::client::KafkaOptions;
 use crate::kafka::dlq::DeadLetters;
 use crate::kafka::producer::KafkaWriter;
 use crate::kafka::source::{assignment, Origin, TopicReader};
+use crate::latency::SourceTimes;
 use crate::plan::{Plan, SourceId};
+use crate::progress::{self, Progress};
 use crate::watch::{Command, Watcher};
 
 /// What to do with a record that cannot be decoded.
@@ -61,6 +67,8 @@ pub struct JobOptions {
     /// rebuild or remove their products in the running job.
     pub watch: Option<Vec<PathBuf>>,
     pub watch_interval: Duration,
+    /// Draw progress bars on stderr while catching up with the sources (process 0 only).
+    pub progress_bars: bool,
 }
 
 impl JobOptions {
@@ -84,6 +92,7 @@ impl JobOptions {
             stop: Arc::new(AtomicBool::new(false)),
             watch: None,
             watch_interval: Duration::from_secs(2),
+            progress_bars: false,
         }
     }
 }
@@ -171,14 +180,22 @@ impl JobReport {
 /// Runs the job on this process's workers until it stops, and reports.
 pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobReport> {
     let start = Instant::now();
-    if timely_process_index(&timely) == 0 {
+    let first_process = timely_process_index(&timely) == 0;
+    if first_process {
         create_outputs(&options)?;
     }
     let abort = Arc::new(AtomicBool::new(false));
+    let observed = Observed {
+        progress: Progress::new(options.plan.sources.iter().map(|s| s.name.clone())),
+        source_times: Arc::new(SourceTimes::default()),
+    };
+    // One process draws (the others may share its terminal), showing its own partitions.
+    let bars = options.progress_bars && first_process;
+    let _monitor = progress::monitor(observed.progress.clone(), bars)?;
     let guards = timely::execute(timely, move |worker| {
         // A panicking worker must stop the others too, or they would wait for it for ever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_worker(worker, &options, &abort, start)
+            run_worker(worker, &options, &abort, start, &observed)
         }));
         if !matches!(result, Ok(Ok(_))) {
             abort.store(true, Ordering::SeqCst);
@@ -209,19 +226,28 @@ pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobRep
 
 const ABORTED: &str = "stopped: another worker failed";
 
+/// What the workers of a process share to be observed.
+struct Observed {
+    progress: Arc<Progress>,
+    source_times: Arc<SourceTimes>,
+}
+
 fn run_worker(
     worker: &mut timely::worker::Worker,
     options: &JobOptions,
     abort: &AtomicBool,
     start: Instant,
+    observed: &Observed,
 ) -> anyhow::Result<WorkerReport> {
     let (index, peers) = (worker.index(), worker.peers());
     let failure: Failure = Rc::new(RefCell::new(None));
+    crate::metrics::track_arrangements(worker);
     // Created first by every worker: it orders product changes the same way for all of them.
     let mut sequencer: Sequencer<Command> = Sequencer::new(worker, start);
     let mut catalog = Catalog::new();
     let mut job = WorkerJob {
         options,
+        observed,
         index,
         peers,
         readers: BTreeMap::new(),
@@ -255,6 +281,10 @@ fn run_worker(
         iterations += 1;
         if last_log.elapsed() > Duration::from_secs(1) {
             last_log = Instant::now();
+            // Every sink has written the output of the times before this.
+            observed
+                .source_times
+                .forget_before(catalog.written_frontier());
             tracing::debug!(
                 worker = index,
                 iterations,
@@ -290,6 +320,8 @@ fn run_worker(
             }
         }
         let mut read = 0;
+        // The Kafka timestamp of the oldest record of this batch, for the latency histogram.
+        let mut oldest: Option<i64> = None;
         if inputs_open {
             // Backpressure: let the dataflow catch up before reading more.
             while in_flight.front().is_some_and(|t| catalog.computed_past(t)) {
@@ -302,7 +334,10 @@ fn run_worker(
                         continue;
                     };
                     let report = &mut job.report;
-                    let got = reader.reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, _ts| {
+                    let got = reader.reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, timestamp| {
+                        if let Some(ts) = timestamp.filter(|t| *t > 0) {
+                            oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
+                        }
                         match decode::decode(source, key, value) {
                             Ok(Change::Upsert { key, row }) => input.send(SourceEvent::Upsert { key, row: Some(row) }),
                             Ok(Change::Delete { key }) => input.send(SourceEvent::Upsert { key, row: None }),
@@ -346,6 +381,10 @@ fn run_worker(
             };
             if read > 0 {
                 in_flight.push_back(time);
+                // Latency counts from batches read after this worker caught up.
+                if let (Some(ts), Some(_)) = (oldest, caught_up_at) {
+                    observed.source_times.note(time, ts);
+                }
             }
             catalog.advance_to(next);
             time = next;
@@ -420,6 +459,7 @@ fn run_worker(
             let after = start.elapsed();
             job.report.job_caught_up_after = Some(after);
             crate::metrics::metrics().caught_up.set(1);
+            observed.progress.caught_up(after);
             crate::metrics::metrics()
                 .hydration_seconds
                 .set(after.as_secs_f64());
@@ -455,6 +495,8 @@ fn run_worker(
 
 /// A source partition share this worker reads.
 struct SourceReader {
+    /// The source's name in the plan.
+    name: String,
     reader: TopicReader,
     /// Partitions of the topic in all.
     partition_count: i32,
@@ -463,6 +505,7 @@ struct SourceReader {
 /// One worker's Kafka side: readers of the installed sources and writers of the products.
 struct WorkerJob<'a> {
     options: &'a JobOptions,
+    observed: &'a Observed,
     index: usize,
     peers: usize,
     readers: BTreeMap<SourceId, SourceReader>,
@@ -484,10 +527,9 @@ impl WorkerJob<'_> {
             worker,
             plan,
             |product| {
-                let writer = Rc::new(RefCell::new(KafkaWriter::new(
-                    &self.options.kafka,
-                    &product.output_topic,
-                )?));
+                let mut writer = KafkaWriter::new(&self.options.kafka, &product.output_topic)?;
+                writer.measure_latency(self.observed.source_times.clone());
+                let writer = Rc::new(RefCell::new(writer));
                 made.push((product.name.clone(), writer.clone()));
                 Ok(writer as SharedWriter)
             },
@@ -521,9 +563,13 @@ impl WorkerJob<'_> {
                 self.index,
             )?;
             tracing::info!(worker = self.index, topic = %reader.topic, partitions = ?reader.partitions(), "worker reading");
+            self.observed
+                .progress
+                .watch(&catalog.plan.sources[s].name, reader.positions());
             self.readers.insert(
                 s,
                 SourceReader {
+                    name: catalog.plan.sources[s].name.clone(),
                     reader,
                     partition_count: count,
                 },
@@ -552,7 +598,9 @@ impl WorkerJob<'_> {
                     }
                 };
                 for s in dropped {
-                    self.readers.remove(&s);
+                    if let Some(reader) = self.readers.remove(&s) {
+                        self.observed.progress.forget(&reader.name);
+                    }
                 }
                 self.close_writer(&name)?;
                 if self.index == 0 {
@@ -598,7 +646,7 @@ impl WorkerJob<'_> {
 fn positions<'a>(readers: impl Iterator<Item = &'a TopicReader>) -> Vec<SourcePosition> {
     readers
         .flat_map(|r| {
-            r.positions()
+            r.next_offsets()
                 .into_iter()
                 .map(|(partition, next_offset)| SourcePosition {
                     topic: r.topic.clone(),

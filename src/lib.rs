@@ -2,6 +2,7 @@
 //! dataflow. Data flows one way: product file ([`spec`]) → [`plan`] → [`dataflow`] → sink.
 
 pub mod bench;
+pub mod check;
 pub mod dataflow;
 pub mod decode;
 pub mod demo;
@@ -9,9 +10,12 @@ pub mod explain;
 pub mod gen;
 pub mod job;
 pub mod kafka;
+pub mod latency;
 pub mod metrics;
 pub mod plan;
+pub mod progress;
 pub mod spec;
+pub mod suggest;
 pub mod temporal;
 pub mod value;
 pub mod verify;

@@ -16,43 +16,94 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns Debezium change topics into denormalized, nested JSON documents, continuously.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Every flag with an [env: …] can be set by that environment variable instead; librdkafka \
+settings by DENORM_KAFKA_<NAME> (DENORM_KAFKA_SASL_PASSWORD → sasl.password).\n\
+Start with `denorm demo`, write a product file (see README.md), `denorm check` it, then `denorm run` it."
+)]
 struct Cli {
-    /// Log filter (e.g. info, denorm=debug); also RUST_LOG.
-    #[arg(long, global = true, env = "DENORM_LOG", default_value = "info")]
-    log: String,
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "DENORM_LOG_JSON")]
+    /// What to log: a level (error, warn, info, debug, trace) or directives such as
+    /// `info,denorm=debug`. Without it: DENORM_LOG, then RUST_LOG, then `info`.
+    #[arg(
+        long = "log-level",
+        visible_alias = "log",
+        global = true,
+        env = "DENORM_LOG",
+        value_name = "FILTER",
+        help_heading = "Logging"
+    )]
+    log_level: Option<String>,
+    /// Log lines as text for people, or as one JSON object per line for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "DENORM_LOG_FORMAT",
+        default_value = "text",
+        help_heading = "Logging"
+    )]
+    log_format: LogFormat,
+    /// The same as --log-format json.
+    #[arg(long, global = true, hide = true, env = "DENORM_LOG_JSON")]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run data products (files or folders of *.toml) against Kafka, until stopped.
+    /// Run data products against Kafka until stopped (Ctrl-C or SIGTERM flush and exit 0).
+    #[command(after_help = "Examples:
+  denorm run dataflows/ --brokers kafka:9092 -w 4 --metrics-addr 0.0.0.0:9464
+  denorm run product.toml --exit-when-caught-up --on-error dlq
+  denorm run dataflows/ -w 2 -n 2 -p 0 -h hosts     # process 0 of 2; run -p 1 elsewhere")]
     Run(RunArgs),
     /// Run the GitHub UserProfile product on an embedded broker with generated data.
     Demo(DemoArgs),
-    /// Check product files and report every mistake with its line.
-    Check {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    /// Check product files: every mistake with its line and how to fix it.
+    ///
+    /// With --brokers (or DENORM_BROKERS), also check the source topics: each must exist, and the
+    /// first and last records of each partition must decode, have the declared columns and
+    /// types, and be keyed by the declared primary key. Exits 1 on any problem.
+    #[command(after_help = "Examples:
+  denorm check dataflows/
+  denorm check shop.toml --brokers kafka:9092 --sample 20")]
+    Check(CheckArgs),
     /// Print the plan: sources, shared arrangements, nesting tree and outputs.
+    #[command(after_help = "Example:
+  denorm explain --dot dataflows/github_user_profile.toml | dot -Tsvg > plan.svg")]
     Explain {
+        /// Product files, or folders of them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Print a Graphviz graph (dot) instead of text.
+        #[arg(long)]
+        dot: bool,
     },
-    /// Write generated Debezium topics for a product's sources.
+    /// Write generated Debezium topics for a product's sources (test data).
     Gen(GenArgs),
-    /// Replay the input topics, compute the expected documents independently and compare them
-    /// with the output topic. Exits 0 only on a full match.
+    /// Compare the output topic with documents computed independently from the input topics.
+    ///
+    /// Replays the input topics, computes the expected documents with a reference evaluator,
+    /// reads the output topic to its end and reports expected / found / missing / unexpected /
+    /// different documents, with field-by-field differences. Exits 0 only on a full match.
     Verify {
+        /// Product files, or folders of them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
         kafka: KafkaArgs,
+        #[command(flatten)]
+        reading: ReadingArgs,
     },
     /// Measurements for scripts/bench.sh (each prints one JSON object).
     Bench {
@@ -61,26 +112,46 @@ enum Command {
     },
 }
 
+/// How to reach the brokers.
 #[derive(Args, Clone)]
 struct KafkaArgs {
-    /// Bootstrap brokers, host:port[,host:port].
-    #[arg(long, env = "DENORM_BROKERS", default_value = "127.0.0.1:19092")]
+    /// Bootstrap brokers, host:port[,host:port]. The default is the local test broker of
+    /// scripts/broker.sh.
+    #[arg(
+        long,
+        env = "DENORM_BROKERS",
+        default_value = "127.0.0.1:19092",
+        help_heading = "Kafka"
+    )]
     brokers: String,
-    /// librdkafka setting key=value (repeatable), e.g. -X security.protocol=SASL_SSL.
-    /// DENORM_KAFKA_<NAME> environment variables are settings too (sasl.password from
-    /// DENORM_KAFKA_SASL_PASSWORD); secrets are never logged.
-    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    /// A librdkafka setting (repeatable), e.g. -X security.protocol=SASL_SSL. Environment
+    /// variables DENORM_KAFKA_<NAME> are settings too; secrets are never logged.
+    #[arg(short = 'X', value_name = "KEY=VALUE", help_heading = "Kafka")]
     settings: Vec<String>,
-    /// fetch.wait.max.ms: lower means lower latency.
-    #[arg(long, env = "DENORM_FETCH_WAIT_MS", default_value_t = 10)]
+}
+
+/// How the consumers fetch.
+#[derive(Args, Clone)]
+struct ReadingArgs {
+    /// fetch.wait.max.ms: how long a fetch waits for data; lower means lower latency and more
+    /// requests.
+    #[arg(
+        long,
+        env = "DENORM_FETCH_WAIT_MS",
+        default_value_t = 10,
+        value_name = "MS",
+        help_heading = "Kafka"
+    )]
     fetch_wait_ms: u32,
 }
 
 impl KafkaArgs {
-    fn options(&self) -> anyhow::Result<KafkaOptions> {
+    fn options(&self, reading: Option<&ReadingArgs>) -> anyhow::Result<KafkaOptions> {
         let mut options = KafkaOptions::new(&self.brokers);
         options.properties = KafkaOptions::parse_properties(&self.settings)?;
-        options.fetch_wait_ms = self.fetch_wait_ms;
+        if let Some(reading) = reading {
+            options.fetch_wait_ms = reading.fetch_wait_ms;
+        }
         Ok(options.with_environment())
     }
 }
@@ -88,49 +159,100 @@ impl KafkaArgs {
 #[derive(Args)]
 #[command(disable_help_flag = true)]
 struct RunArgs {
-    /// Product files, or folders of them.
+    /// Product files, or folders of them (every *.toml); products share the sources they have in
+    /// common.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Exit once all sources are read to the end they had at start and the output is written.
-    #[arg(long)]
+    #[command(flatten)]
+    reading: ReadingArgs,
+    /// Exit once all sources are read to the end they had at start and the output is written
+    /// (for batch runs and tests).
+    #[arg(long, env = "DENORM_EXIT_WHEN_CAUGHT_UP")]
     exit_when_caught_up: bool,
     /// What to do with a record that cannot be decoded (bad JSON, a declared column missing or
     /// of another type): write it to the dead-letter topic and go on (dlq), log it and go on
     /// (skip), or stop the job (fail).
     #[arg(long, value_enum, env = "DENORM_ON_ERROR", default_value = "dlq")]
     on_error: ErrorPolicy,
-    /// The dead-letter topic of `--on-error dlq` (default: <first product>.dlq).
-    #[arg(long, env = "DENORM_DLQ_TOPIC")]
+    /// The dead-letter topic of `--on-error dlq` [default: <first product>.dlq].
+    #[arg(long, env = "DENORM_DLQ_TOPIC", value_name = "TOPIC")]
     dlq_topic: Option<String>,
-    /// Records read per source per step.
-    #[arg(long, default_value_t = 4096)]
+    /// Records read per source per step (at most --max-in-flight steps are in the dataflow at once).
+    #[arg(
+        long,
+        env = "DENORM_BATCH_SIZE",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
     batch_size: usize,
     /// Seconds between scans of the product files and folders: a file added, changed or
     /// removed installs, rebuilds or removes its products in the running job (0: never).
-    #[arg(long, env = "DENORM_WATCH_INTERVAL", default_value_t = 2.0)]
+    #[arg(
+        long,
+        env = "DENORM_WATCH_INTERVAL",
+        default_value_t = 2.0,
+        value_name = "SECONDS"
+    )]
     watch_interval: f64,
     /// Batches a worker may have in the dataflow before it stops reading (bounds memory in
     /// flight while hydrating).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        env = "DENORM_MAX_IN_FLIGHT",
+        default_value_t = 8,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     max_in_flight: u64,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464), at any path.
-    #[arg(long, env = "DENORM_METRICS_ADDR")]
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9464), at any path.
+    #[arg(long, env = "DENORM_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
-    /// Timely: worker threads per process.
-    #[arg(short = 'w', long, default_value_t = 1)]
+    /// No progress bars while catching up (they are drawn only when stderr is a terminal).
+    #[arg(short, long, env = "DENORM_QUIET")]
+    quiet: bool,
+    /// Worker threads in this process. Source partitions and join keys are spread over all
+    /// workers of all processes.
+    #[arg(
+        short = 'w',
+        long,
+        env = "DENORM_WORKERS",
+        default_value_t = 1,
+        value_name = "N",
+        help_heading = "Scale"
+    )]
     workers: usize,
-    /// Timely: number of processes.
-    #[arg(short = 'n', long, default_value_t = 1)]
+    /// Processes of the job (each started with the same files, hostfile and -w).
+    #[arg(
+        short = 'n',
+        long,
+        env = "DENORM_PROCESSES",
+        default_value_t = 1,
+        value_name = "P",
+        help_heading = "Scale"
+    )]
     processes: usize,
-    /// Timely: index of this process (0..n).
-    #[arg(short = 'p', long, default_value_t = 0)]
+    /// Index of this process, 0 to P-1.
+    #[arg(
+        short = 'p',
+        long,
+        env = "DENORM_PROCESS",
+        default_value_t = 0,
+        value_name = "I",
+        help_heading = "Scale"
+    )]
     process: usize,
-    /// Timely: file with one host:port per process.
-    #[arg(short = 'h', long)]
+    /// File with one host:port per process, the same for every process (needed with -n > 1).
+    #[arg(
+        short = 'h',
+        long,
+        env = "DENORM_HOSTFILE",
+        value_name = "FILE",
+        help_heading = "Scale"
+    )]
     hostfile: Option<PathBuf>,
-    /// Print help.
+    /// Print help (-h is --hostfile).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
 }
@@ -155,21 +277,38 @@ impl RunArgs {
 }
 
 #[derive(Args)]
+struct CheckArgs {
+    /// Product files, or folders of them.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Also check the source topics on these brokers (host:port[,host:port]).
+    #[arg(long, env = "DENORM_BROKERS", help_heading = "Kafka")]
+    brokers: Option<String>,
+    /// A librdkafka setting (repeatable), as for `run`.
+    #[arg(short = 'X', value_name = "KEY=VALUE", help_heading = "Kafka")]
+    settings: Vec<String>,
+    /// Records sampled from the start, and as many from the end, of each partition.
+    #[arg(long, default_value_t = 5, value_name = "N", help_heading = "Kafka")]
+    sample: usize,
+}
+
+#[derive(Args)]
 struct GenArgs {
     /// The product file whose sources to generate.
     file: PathBuf,
     #[command(flatten)]
     kafka: KafkaArgs,
     /// Rows of the root source (others scale with it).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     scale: usize,
     /// Change events after the snapshot.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     changes: usize,
+    /// Random seed: the same seed writes the same records.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Partitions of each topic created.
-    #[arg(long, default_value_t = 2)]
+    /// Partitions of each topic it creates (existing topics are kept).
+    #[arg(long, default_value_t = 2, value_name = "N")]
     partitions: i32,
     /// Write only the change records: those that follow a snapshot written earlier with the
     /// same scale and seed.
@@ -190,27 +329,34 @@ struct GenArgs {
 #[derive(Args)]
 struct DemoArgs {
     /// How long to stream changes after the snapshot.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 15, value_name = "S")]
     seconds: u64,
     /// Users in the generated snapshot.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_name = "N")]
     scale: usize,
     /// Worker threads.
-    #[arg(short = 'w', long, default_value_t = 2)]
+    #[arg(short = 'w', long, default_value_t = 2, value_name = "N")]
     workers: usize,
 }
 
-fn init_logging(cli: &Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+/// Logs go to stderr, filtered by `--log-level` (or DENORM_LOG), else RUST_LOG, else `info`.
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let directives = match &cli.log_level {
+        Some(flag) => flag.clone(),
+        None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).with_context(|| {
+        format!("bad log filter `{directives}` (try info, or info,denorm=debug)")
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.log_json {
+        .with_writer(denorm::progress::LogWriter);
+    if cli.log_json || cli.log_format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 /// A process of a multi-process job that loses another one cannot go on (timely needs all of
@@ -234,13 +380,35 @@ fn install_panic_hook() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     install_panic_hook();
+    tracing::debug!(
+        version = env!("CARGO_PKG_VERSION"),
+        command = cli.command.name(),
+        "denorm starting"
+    );
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Demo(_) => "demo",
+            Command::Check(_) => "check",
+            Command::Explain { .. } => "explain",
+            Command::Gen(_) => "gen",
+            Command::Verify { .. } => "verify",
+            Command::Bench { .. } => "bench",
         }
     }
 }
@@ -251,22 +419,26 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             denorm::demo::run(args.seconds, args.scale, args.workers).map(|_| ExitCode::SUCCESS)
         }
-        Command::Check { files } => {
+        Command::Check(args) => check(args),
+        Command::Explain { files, dot } => {
             let plan = plan::load_all(&files)?;
-            for p in &plan.products {
-                println!("ok: {} ({}) → {}", p.name, p.file, p.output_topic);
+            if dot {
+                print!("{}", denorm::explain::dot::dot(&plan));
+            } else {
+                print!("{}", denorm::explain::explain(&plan));
             }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Explain { files } => {
-            print!("{}", denorm::explain::explain(&plan::load_all(&files)?));
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen(args) => generate(args),
         Command::Bench { command } => denorm::bench::run(command).map(|_| ExitCode::SUCCESS),
-        Command::Verify { files, kafka } => {
+        Command::Verify {
+            files,
+            kafka,
+            reading,
+        } => {
             let plan = plan::load_all(&files)?;
-            let (results, records, errors) = denorm::verify::verify(&kafka.options()?, &plan)?;
+            let (results, records, errors) =
+                denorm::verify::verify(&kafka.options(Some(&reading))?, &plan)?;
             println!(
                 "replayed {records} input records ({} undecodable)",
                 errors.len()
@@ -288,7 +460,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::load_all(&args.files)?;
-    let kafka = args.kafka.options()?;
+    for warning in plan::lint::lint(&plan) {
+        tracing::warn!("{warning}");
+    }
+    let kafka = args.kafka.options(Some(&args.reading))?;
     tracing::info!(brokers = %kafka.brokers, settings = ?kafka.redacted(), products = plan.products.len(), sources = plan.sources.len(), "starting");
     if let Some(addr) = &args.metrics_addr {
         denorm::metrics::serve(addr)?;
@@ -305,6 +480,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         options.watch_interval = std::time::Duration::from_secs_f64(args.watch_interval);
     }
     options.max_in_flight = args.max_in_flight as usize;
+    options.progress_bars = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
@@ -349,9 +525,31 @@ impl std::fmt::Display for Enough {
 
 impl std::error::Error for Enough {}
 
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let plan = plan::load_all(&args.files)?;
+    for p in &plan.products {
+        println!("ok: {} ({}) → {}", p.name, p.file, p.output_topic);
+    }
+    for warning in plan::lint::lint(&plan) {
+        println!("{warning}");
+    }
+    let Some(brokers) = &args.brokers else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut kafka = KafkaOptions::new(brokers);
+    kafka.properties = KafkaOptions::parse_properties(&args.settings)?;
+    let report = denorm::check::check_topics(&kafka.with_environment(), &plan, args.sample.max(1))?;
+    print!("{report}");
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::load(&args.file)?;
-    let kafka = args.kafka.options()?;
+    let kafka = args.kafka.options(None)?;
     let topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
     denorm::kafka::admin::ensure_topics(&kafka, &topics, args.partitions)?;
     let mut producer = denorm::kafka::admin::RecordProducer::new(&kafka)?;

@@ -223,6 +223,71 @@ pub fn parse(source: &SourceText) -> anyhow::Result<ProductFile> {
             .span()
             .map(|s| format!("\n{}", source.excerpt(s.start)))
             .unwrap_or_default();
-        anyhow::anyhow!("{place}: {}{excerpt}", e.message().trim_end())
+        let message = e.message().trim_end();
+        let hint = hint(message)
+            .map(|h| format!("\n  = help: {h}"))
+            .unwrap_or_default();
+        anyhow::anyhow!("{place}: {message}{excerpt}{hint}")
     })
+}
+
+/// How to fix the mistakes the TOML reader reports without advice of its own.
+fn hint(message: &str) -> Option<String> {
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned)
+    };
+    if let Some(field) = quoted("missing field `") {
+        return Some(match field.as_str() {
+            "primary_key" => {
+                "add primary_key = [\"id\"]: the columns of the table's primary key, the \
+                              ones Debezium puts in each record's key"
+                    .into()
+            }
+            "topic" => {
+                "add topic = \"<topic.prefix>.<schema>.<table>\": the Debezium topic of the table"
+                    .into()
+            }
+            "columns" => {
+                "add columns = { id = \"int\", name = \"string\" }: the columns the product uses, \
+                          with their types"
+                    .into()
+            }
+            "name" => {
+                "add name = \"...\": the field this relation becomes in its parent (or, under \
+                       [product], the product's name)"
+                    .into()
+            }
+            "source" => "add source = \"...\": the [sources.NAME] whose rows this nests".into(),
+            "cardinality" => {
+                "add cardinality = \"many\" (a list of items) or \"one\" (an item or null)".into()
+            }
+            "on" => {
+                "add on = { parent_column = \"child_column\" }: how child rows find their parent"
+                    .into()
+            }
+            "output_topic" => {
+                "add output_topic = \"...\": the topic the documents are written to".into()
+            }
+            "product" | "document" | "sources" => {
+                "a product file has [product], [sources.NAME] sections and [document]; see \
+                 dataflows/github_user_profile.toml"
+                    .into()
+            }
+            _ => return None,
+        });
+    }
+    if let Some(field) = quoted("unknown field `") {
+        let expected: Vec<&str> = message
+            .split_once("expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        return crate::suggest::closest(&field, expected).map(|c| format!("did you mean `{c}`?"));
+    }
+    if message.contains("expected a sequence") {
+        return Some("a list is written in brackets, e.g. fields = [\"name\"]".into());
+    }
+    None
 }

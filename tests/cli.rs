@@ -9,7 +9,19 @@ fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("product.toml");
     std::fs::write(&path, text).unwrap();
-    output(&["check", path.to_str().unwrap()])
+    let out = denorm()
+        .args(["check", path.to_str().unwrap()])
+        .env_remove("DENORM_BROKERS")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 const GOOD: &str = r#"[product]
@@ -160,10 +172,40 @@ fn every_subcommand_has_help() {
     for sub in ["run", "demo", "check", "explain", "gen", "verify"] {
         let out = denorm().args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help failed");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{sub}"
-        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage"), "{sub}");
+        // Every flag is explained: on its line, or (long help) on the next; a default or an
+        // environment variable alone is no explanation.
+        let words = |text: &str| {
+            let mut depth = 0;
+            text.chars()
+                .filter(|c| {
+                    match c {
+                        '[' => depth += 1,
+                        ']' => depth -= 1,
+                        _ => return depth == 0 && c.is_alphabetic(),
+                    }
+                    false
+                })
+                .count()
+        };
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with('-') || line.starts_with("- ") {
+                continue;
+            }
+            let described = match line.split_once("  ") {
+                Some((_, description)) => words(description) > 0,
+                None => lines.get(i + 1).is_some_and(|next| words(next) > 0),
+            };
+            assert!(
+                described,
+                "`{line}` of `{sub} --help` has no description:\n{text}"
+            );
+        }
+        if sub != "demo" && sub != "explain" {
+            assert!(text.contains("[env: DENORM_BROKERS="), "{sub}:\n{text}");
+        }
     }
 }
 
@@ -173,4 +215,411 @@ fn the_demo_runs_and_verifies() {
     let (ok, text) = output(&["demo", "--seconds", "2", "--scale", "10"]);
     assert!(ok, "{text}");
     assert!(text.contains("github_user_profile: OK"), "{text}");
+}
+
+#[test]
+fn configuration_comes_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::unique("envcfg");
+    let file = common::product_file(dir.path(), "github_user_profile.toml", &prefix);
+    let file = file.to_str().unwrap();
+    let env = [
+        ("DENORM_BROKERS", common::brokers()),
+        ("DENORM_WORKERS", "2".to_owned()),
+        ("DENORM_EXIT_WHEN_CAUGHT_UP", "true".to_owned()),
+        ("DENORM_QUIET", "true".to_owned()),
+        ("DENORM_LOG_FORMAT", "json".to_owned()),
+    ];
+    let run = |args: &[&str]| {
+        let out = denorm().args(args).envs(env.clone()).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "denorm {args:?}:\n{text}");
+        text
+    };
+    run(&["gen", file, "--scale", "30", "--changes", "60"]);
+    let job = run(&["run", file]);
+    assert!(
+        job.contains("\"peers\":2") && job.contains("\"message\":\"stopped\""),
+        "two workers, JSON logs, exit when caught up:\n{job}"
+    );
+    let report = run(&["verify", file]);
+    assert!(report.contains("github_user_profile: OK"), "{report}");
+}
+
+/// Runs `denorm check` on the good file with extra arguments and environment; returns stderr.
+fn check_logs(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("product.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let mut command = denorm();
+    command
+        .args(args)
+        .args(["check", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env_remove("DENORM_LOG")
+        .env_remove("DENORM_LOG_FORMAT")
+        .env_remove("DENORM_BROKERS");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn log_level_comes_from_the_flag_then_denorm_log_then_rust_log() {
+    // Default: info, so the debug line that every command logs at start is not shown.
+    assert!(!check_logs(&[], &[]).contains("denorm starting"));
+    let text = check_logs(&[], &[("RUST_LOG", "debug")]);
+    assert!(
+        text.contains("DEBUG") && text.contains("denorm starting"),
+        "{text}"
+    );
+    assert!(check_logs(&["--log-level", "debug"], &[]).contains("denorm starting"));
+    assert!(check_logs(&[], &[("DENORM_LOG", "denorm=debug")]).contains("denorm starting"));
+    // The flag wins over the environment.
+    let text = check_logs(&["--log-level", "warn"], &[("RUST_LOG", "debug")]);
+    assert!(!text.contains("denorm starting"), "{text}");
+    let text = check_logs(&["--log-level", "warn"], &[("DENORM_LOG", "debug")]);
+    assert!(!text.contains("denorm starting"), "{text}");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    for (args, env) in [
+        (vec!["--log-format", "json", "--log-level", "debug"], vec![]),
+        (
+            vec!["--log-level", "debug"],
+            vec![("DENORM_LOG_FORMAT", "json")],
+        ),
+    ] {
+        let text = check_logs(&args, &env);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(!lines.is_empty(), "no log lines");
+        for line in &lines {
+            let json: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(
+                json["level"].is_string() && json["fields"].is_object(),
+                "{line}"
+            );
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("\"denorm starting\"") && l.contains("\"command\":\"check\"")),
+            "{text}"
+        );
+    }
+    // A bad filter is an error, not silently ignored.
+    let out = denorm()
+        .args(["--log-level", "info,=[", "check", "x.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad log filter"));
+}
+
+/// The node ids a DOT text declares (`id [..];`) and its edges (`a -> b`), after checking that
+/// its braces balance and it is one digraph.
+fn dot_structure(text: &str) -> (Vec<String>, Vec<(String, String)>) {
+    assert!(text.starts_with("digraph "), "{text}");
+    let mut depth = 0i32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '{' if !in_string => depth += 1,
+            '}' if !in_string => {
+                depth -= 1;
+                assert!(depth >= 0, "unbalanced braces:\n{text}");
+            }
+            _ => {}
+        }
+    }
+    assert!(depth == 0 && !in_string, "unbalanced:\n{text}");
+    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+    for line in text.lines().map(str::trim) {
+        let head = line.split(" [").next().unwrap().trim_end_matches(';');
+        if let Some((a, b)) = head.split_once(" -> ") {
+            edges.push((a.trim().to_owned(), b.trim().to_owned()));
+        } else if line.contains(" [")
+            && !["node ", "edge ", "graph "]
+                .iter()
+                .any(|k| line.starts_with(k))
+        {
+            nodes.push(head.to_owned());
+        }
+    }
+    (nodes, edges)
+}
+
+#[test]
+fn explain_dot_is_a_graph_of_the_plan() {
+    for file in [
+        "dataflows/github_user_profile.toml",
+        "tests/data/shop_orders.toml",
+    ] {
+        let out = denorm()
+            .args([
+                "explain",
+                "--dot",
+                &format!("{}/{file}", env!("CARGO_MANIFEST_DIR")),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (nodes, edges) = dot_structure(&text);
+        assert!(nodes.len() > 5 && edges.len() >= nodes.len() - 1, "{text}");
+        for (a, b) in &edges {
+            assert!(
+                nodes.contains(a) && nodes.contains(b),
+                "edge {a} -> {b} has an undeclared end:\n{text}"
+            );
+        }
+        let mut sorted = nodes.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            nodes.len(),
+            "a node is declared twice:\n{text}"
+        );
+        // Every node is connected, and the output is reached.
+        for n in &nodes {
+            assert!(
+                edges.iter().any(|(a, b)| a == n || b == n),
+                "{n} has no edge:\n{text}"
+            );
+        }
+        assert!(edges.iter().any(|(_, b)| b == "output_0"), "{text}");
+    }
+    let out = denorm()
+        .args([
+            "explain",
+            "--dot",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/dataflows/github_user_profile.toml"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        r#"label="arrangement\nusers by (username)""#,
+        r#"join\nusers(username) = pull_requests(author)"#,
+        r#"join\nstars(repo_owner, repo_name) = repos(owner, name)"#,
+        r#"output topic github.user_profile\nkey (email)"#,
+        r#"github.public.stars"#,
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
+
+/// `check --brokers` with the good file's topics renamed: users → `users`, orders → `orders`.
+fn check_topics(users: &str, orders: &str, broker_flag: bool) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.toml");
+    std::fs::write(
+        &path,
+        GOOD.replace("\"db.users\"", &format!("\"{users}\""))
+            .replace("\"db.orders\"", &format!("\"{orders}\"")),
+    )
+    .unwrap();
+    let mut command = denorm();
+    command.args(["check", path.to_str().unwrap(), "--sample", "2"]);
+    command.env_remove("DENORM_BROKERS");
+    if broker_flag {
+        command.args(["--brokers", &common::brokers()]);
+    } else {
+        command.env("DENORM_BROKERS", common::brokers());
+    }
+    let out = command.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn check_with_brokers_samples_the_topics() {
+    let prefix = common::unique("check");
+    let (users, orders, bad_orders) = (
+        format!("{prefix}.users"),
+        format!("{prefix}.orders"),
+        format!("{prefix}.orders_typo"),
+    );
+    denorm::kafka::admin::ensure_topics(&common::kafka(), &[&users, &orders, &bad_orders], 2)
+        .unwrap();
+    let record = |topic: &str, key: serde_json::Value, row: serde_json::Value| {
+        let value = serde_json::json!({"before": null, "after": row, "op": "c", "source": {}});
+        (
+            topic.to_owned(),
+            Some(key.to_string()),
+            Some(value.to_string()),
+        )
+    };
+    let mut records = Vec::new();
+    for i in 0..8 {
+        records.push(record(
+            &users,
+            serde_json::json!({"id": i}),
+            serde_json::json!({"id": i, "name": format!("u{i}"), "email": "e"}),
+        ));
+        records.push(record(
+            &orders,
+            serde_json::json!({"id": i}),
+            serde_json::json!({"id": i, "user_id": i, "total": "1.50"}),
+        ));
+        // The table's column is `totl`, the product says `total`.
+        records.push(record(
+            &bad_orders,
+            serde_json::json!({"id": i}),
+            serde_json::json!({"id": i, "user_id": i, "totl": "1.50"}),
+        ));
+    }
+    common::produce(&records);
+
+    let (ok, text) = check_topics(&users, &orders, true);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("ok   {users} (source `users`): 2 partitions")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ok   {orders} (source `orders`)")),
+        "{text}"
+    );
+    // Columns the records have but the product does not declare are a note, not a failure.
+    assert!(text.contains("not declare (ignored): email"), "{text}");
+
+    // DENORM_BROKERS stands for --brokers.
+    let (ok, text) = check_topics(&users, &bad_orders, false);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("FAIL {bad_orders} (source `orders`)")),
+        "{text}"
+    );
+    assert!(
+        text.contains("shop.toml:13:"),
+        "the problem points at the columns line:\n{text}"
+    );
+    assert!(
+        text.contains("the records have no column `total`")
+            && text.contains(&format!("at topic {bad_orders} partition "))
+            && text.contains("Did you mean `totl`?"),
+        "{text}"
+    );
+
+    // A misspelt topic: it does not exist, and the one meant does.
+    let (ok, text) = check_topics(&users, &format!("{prefix}.order"), true);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("shop.toml:11:")
+            && text.contains("does not exist")
+            && text.contains(&format!("Did you mean `{orders}`?")),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_a_wrong_type_and_a_primary_key_unlike_the_record_key() {
+    let prefix = common::unique("checktypes");
+    let (users, orders) = (format!("{prefix}.users"), format!("{prefix}.orders"));
+    denorm::kafka::admin::ensure_topics(&common::kafka(), &[&users, &orders], 1).unwrap();
+    let value = |row: serde_json::Value| {
+        Some(serde_json::json!({"before": null, "after": row, "op": "r", "source": {}}).to_string())
+    };
+    common::produce(&[
+        // The users table is keyed by (id, region), not by id as the product says.
+        (
+            users.clone(),
+            Some(r#"{"id": 1, "region": "eu"}"#.into()),
+            value(serde_json::json!({"id": 1, "region": "eu", "name": "a"})),
+        ),
+        // user_id is a string in the table, an int in the product.
+        (
+            orders.clone(),
+            Some(r#"{"id": 1}"#.into()),
+            value(serde_json::json!({"id": 1, "user_id": "u1", "total": 2.5})),
+        ),
+    ]);
+    let (ok, text) = check_topics(&users, &orders, true);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("shop.toml:7:")
+            && text.contains("the record key has columns (id, region) but `primary_key` is [id]")
+            && text.contains(r#"write primary_key = ["id", "region"]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("shop.toml:13:")
+            && text.contains("column `user_id` does not fit its declared type `int`")
+            && text.contains("the records carry a string"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_warns_about_likely_mistakes_without_failing() {
+    // `one` on a relation whose `on` is not the child's primary key: a customer has many orders.
+    let (ok, text) = check(&GOOD.replace("cardinality = \"many\"", "cardinality = \"one\""));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("product.toml:21:15: warning: relation `orders` is `one`, but several `orders` rows can match one `users` row")
+            && text.contains("write cardinality = \"many\" for a list"),
+        "{text}"
+    );
+    // A source nothing uses is not read.
+    let (ok, text) = check(&GOOD.replace(
+        "[document]",
+        "[sources.refunds]\ntopic = \"db.refunds\"\nprimary_key = [\"id\"]\ncolumns = { id = \"int\" }\n\n[document]",
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("product.toml:15:1: warning: source `refunds` is declared but the document does not use it"),
+        "{text}"
+    );
+    let (_, text) = check(GOOD);
+    assert!(!text.contains("warning"), "{text}");
+}
+
+#[test]
+fn the_readme_shop_example_checks_and_its_swapped_join_is_explained() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let from = readme
+        .find("A shop with customers")
+        .expect("the shop walk-through");
+    let start = readme[from..].find("```toml\n").unwrap() + from + "```toml\n".len();
+    let shop = &readme[start..start + readme[start..].find("```").unwrap()];
+    let (ok, text) = check(shop);
+    assert!(ok && !text.contains("warning"), "{text}");
+    // The error the README shows is the one check gives.
+    let (ok, text) = check(&shop.replace(
+        r#"on = { id = "customer_id" }"#,
+        r#"on = { customer_id = "id" }"#,
+    ));
+    assert!(!ok);
+    let shown = readme
+        .lines()
+        .find(|l| l.starts_with("error: shop.toml:"))
+        .unwrap()
+        .trim_start_matches("error: shop.toml");
+    assert!(
+        text.contains(shown),
+        "README shows `{shown}`, check says:\n{text}"
+    );
 }

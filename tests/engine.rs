@@ -426,6 +426,13 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
     );
 }
 
+/// The value of the series `name{labels}` (labels exactly as rendered), if present.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[test]
 fn metrics_say_what_was_read_and_when_the_job_caught_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -459,7 +466,9 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
             "--brokers",
             &brokers(),
             "--on-error",
-            "skip",
+            "dlq",
+            "--dlq-topic",
+            &format!("{prefix}.dlq"),
             "--metrics-addr",
             &addr,
         ])
@@ -469,12 +478,47 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
         .unwrap();
     let mut text = String::new();
     let caught_up = wait_for(Duration::from_secs(60), || {
-        text = scrape(&addr).unwrap_or_default();
+        text = common::scrape(&addr).unwrap_or_default();
         text.contains("\ndenorm_caught_up 1\n")
+    });
+    // A change after the job caught up is measured end to end.
+    let output = format!("{prefix}.user_profile");
+    let latency = format!("denorm_end_to_end_latency_seconds_count{{topic=\"{output}\"}}");
+    let mut after = String::new();
+    let measured = caught_up && {
+        produce(&[user(&t, 2, "b@x", "bobby")]);
+        wait_for(Duration::from_secs(30), || {
+            after = common::scrape(&addr).unwrap_or_default();
+            series(&after, &latency).is_some_and(|n| n >= 1.0)
+        })
+    };
+    // Every source partition is read to its end: no lag (a gauge sampled every second).
+    let lag_series: Vec<String> = ["users", "repos", "stars", "pull_requests", "payment_info"]
+        .iter()
+        .map(|table| {
+            format!(
+                "denorm_consumer_lag{{topic=\"{}\",partition=\"0\"}}",
+                t.t(table)
+            )
+        })
+        .collect();
+    let mut lags = String::new();
+    let no_lag = wait_for(Duration::from_secs(10), || {
+        lags = common::scrape(&addr).unwrap_or_default();
+        lag_series.iter().all(|s| series(&lags, s) == Some(0.0))
     });
     job.kill().unwrap();
     job.wait().unwrap();
     assert!(caught_up, "{text}");
+    assert!(measured, "no latency measured:\n{after}");
+    assert!(
+        no_lag,
+        "{}",
+        lags.lines()
+            .filter(|l| l.contains("consumer_lag"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let users = t.t("users");
     assert!(
         text.contains(&format!("denorm_records_read_total{{topic=\"{users}\"}} 3")),
@@ -493,6 +537,54 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
         "{text}"
     );
     assert!(text.contains("denorm_hydration_seconds "), "{text}");
+
+    // The bad record went to the dead-letter topic.
+    assert_eq!(
+        series(
+            &text,
+            &format!("denorm_dead_letters_total{{topic=\"{users}\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // Rows held per source: two users, one payment; arrangements hold something.
+    assert_eq!(
+        series(&text, "denorm_source_rows{source=\"users\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "denorm_source_rows{source=\"payment_info\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        series(&text, "denorm_arrangement_records").is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+    // Hydration is not measured; the one changed document is, within the buckets.
+    let count = series(&after, &latency).unwrap();
+    let sum = series(
+        &after,
+        &format!("denorm_end_to_end_latency_seconds_sum{{topic=\"{output}\"}}"),
+    )
+    .unwrap();
+    assert_eq!(count, 1.0, "{after}");
+    assert!(sum > 0.0 && sum < 30.0, "latency {sum}s:\n{after}");
+    assert_eq!(
+        series(
+            &after,
+            &format!("denorm_end_to_end_latency_seconds_bucket{{le=\"60.0\",topic=\"{output}\"}}")
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(
+        after.contains(&format!(
+            "denorm_documents_written_total{{topic=\"{output}\"}} 3"
+        )),
+        "{after}"
+    );
 }
 
 #[test]

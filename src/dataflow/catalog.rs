@@ -233,6 +233,16 @@ impl Catalog {
         self.products.iter().all(|p| !p.computed.less_equal(time))
     }
 
+    /// The earliest time whose documents some product may still write (every product has
+    /// written the output of the times before it).
+    pub fn written_frontier(&self) -> Time {
+        self.products
+            .iter()
+            .filter_map(|p| p.written.with_frontier(|f| f.first().copied()))
+            .min()
+            .unwrap_or(Time::MAX)
+    }
+
     /// Whether every product has written everything (after the inputs closed).
     pub fn all_written(&self) -> bool {
         self.products.iter().all(|p| p.written.done())

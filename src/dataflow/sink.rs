@@ -30,6 +30,8 @@ use crate::value::{write_json, write_scalar, Row, Shape, Value};
 
 /// Where a product's upsert records go (Kafka in a job, a vector in tests).
 pub trait DocWriter {
+    /// The records written next are the changes of the input batches read at `times`.
+    fn begin_window(&mut self, _times: &[Time]) {}
     /// Writes one record: `value` `None` is a tombstone.
     fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()>;
     /// Blocks until everything written so far is delivered.
@@ -258,6 +260,16 @@ pub fn sink<'s>(
                     }
                     let mut writer = writer.borrow_mut();
                     tracing::debug!(updates = ready.len(), ?release_at, "sink writes a window");
+                    // The window that ends hydration is not measured for latency: its documents
+                    // come from the topics' contents at start, however old.
+                    let ends_hydration =
+                        release_at.is_some_and(|r| caps.first().is_some_and(|c| *c.time() <= r));
+                    let times: Vec<Time> = if ends_hydration {
+                        Vec::new()
+                    } else {
+                        caps.iter().map(|c| *c.time()).collect()
+                    };
+                    writer.begin_window(&times);
                     for (key, doc) in changes(&mut ready, &shape) {
                         if let Err(e) = writer.write(&key, doc.as_deref()) {
                             failure.borrow_mut().get_or_insert(e);

@@ -52,6 +52,14 @@ pub fn upsert<'s>(
             let mut state: HashMap<Row, Row> = HashMap::new();
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<SourceEvent>)> = BTreeMap::new();
             let mut updates = Vec::new();
+            // This worker's share of the source's rows, in the `source_rows` gauge.
+            let mut counted = Counted {
+                gauge: crate::metrics::metrics()
+                    .source_rows
+                    .get_or_create(&crate::metrics::source(name))
+                    .clone(),
+                held: 0,
+            };
             move |(input, frontier), output| {
                 // `for_each` keeps each channel's FIFO order, which is offset order per key.
                 input.for_each(|cap, data| {
@@ -101,7 +109,25 @@ pub fn upsert<'s>(
                         state.shrink_to_fit();
                     }
                 }
+                let held = state.len() as i64;
+                if held != counted.held {
+                    counted.gauge.inc_by(held - counted.held);
+                    counted.held = held;
+                }
             }
         },
     )
+}
+
+/// This worker's rows in a source's gauge; taken back out when the operator is dropped (the
+/// source was removed from a running job).
+struct Counted {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    held: i64,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.held);
+    }
 }

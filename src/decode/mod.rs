@@ -98,18 +98,52 @@ pub fn decode(
         Json::Object(map) => map,
         other => return Err(DecodeError::NotAnObject(json_kind(&other))),
     };
-    // A change envelope has `op` and `before`/`after`; a truncate may carry neither row, but has
-    // its `source` block. (A flattened row only has `__op`.)
-    let op = payload.get("op").and_then(Json::as_str);
-    let is_envelope = op.is_some()
-        && (payload.contains_key("after")
-            || payload.contains_key("before")
-            || op == Some("t")
-            || payload.get("source").is_some_and(Json::is_object));
-    if is_envelope {
+    if is_envelope(&payload) {
         decode_envelope(source, key, schema.as_ref(), payload)
     } else {
         decode_flat(source, key, schema.as_ref(), payload)
+    }
+}
+
+/// A change envelope has `op` and `before`/`after`; a truncate may carry neither row, but has
+/// its `source` block. (A flattened row only has `__op`.)
+fn is_envelope(payload: &Map<String, Json>) -> bool {
+    let op = payload.get("op").and_then(Json::as_str);
+    op.is_some()
+        && (payload.contains_key("after")
+            || payload.contains_key("before")
+            || op == Some("t")
+            || payload.get("source").is_some_and(Json::is_object))
+}
+
+/// The row a record's value carries, as JSON: the `after` row of a change envelope, or a
+/// flattened row without its `__` fields. `None` when there is no row (a tombstone, a delete, a
+/// truncate) or the value is not a JSON object. For `denorm check`, which reports the columns
+/// and values of the records next to the declared ones.
+pub fn record_row(value: Option<&[u8]>) -> Option<Map<String, Json>> {
+    let json = serde_json::from_slice::<Json>(value.filter(|v| !v.is_empty())?).ok()?;
+    let Json::Object(mut payload) = unwrap_schema(json).1 else {
+        return None;
+    };
+    let mut row = if is_envelope(&payload) {
+        match payload.remove("after")? {
+            Json::Object(after) => after,
+            _ => return None,
+        }
+    } else {
+        payload
+    };
+    row.retain(|k, _| !k.starts_with("__"));
+    Some(row)
+}
+
+/// The field names of a record key that is a JSON object (schema-wrapped or not); `None` for a
+/// missing, non-JSON or scalar key.
+pub fn key_columns(key: Option<&[u8]>) -> Option<Vec<String>> {
+    let json = serde_json::from_slice::<Json>(key.filter(|k| !k.is_empty())?).ok()?;
+    match unwrap_schema(json).1 {
+        Json::Object(map) => Some(map.keys().cloned().collect()),
+        _ => None,
     }
 }
 

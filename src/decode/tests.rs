@@ -859,3 +859,33 @@ fn a_schema_wrapped_scalar_key_uses_its_schema() {
         }
     );
 }
+
+#[test]
+fn record_row_and_key_columns_show_what_the_record_carries() {
+    let columns = |value: &Json| {
+        record_row(Some(&bytes(value))).map(|r| r.keys().cloned().collect::<Vec<String>>())
+    };
+    let envelope = json!({"before": null, "after": {"id": 1, "email": "a", "extra": 2}, "op": "c", "source": {}});
+    assert_eq!(
+        columns(&envelope),
+        Some(vec!["id".into(), "email".into(), "extra".into()])
+    );
+    assert_eq!(
+        record_row(Some(&bytes(&envelope))).unwrap()["extra"],
+        json!(2)
+    );
+    let flat = json!({"schema": {"type": "struct", "fields": []}, "payload": {"id": 1, "__deleted": "false", "__op": "c"}});
+    assert_eq!(columns(&flat), Some(vec!["id".into()]));
+    let delete = json!({"before": {"id": 1}, "after": null, "op": "d", "source": {}});
+    assert_eq!(columns(&delete), None);
+    assert_eq!(record_row(None), None);
+    assert_eq!(record_row(Some(b"[1]")), None);
+    assert_eq!(
+        key_columns(Some(
+            br#"{"schema": {}, "payload": {"order_id": 1, "line_no": 2}}"#
+        )),
+        Some(vec!["order_id".into(), "line_no".into()])
+    );
+    assert_eq!(key_columns(Some(b"7")), None);
+    assert_eq!(key_columns(None), None);
+}

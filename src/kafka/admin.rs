@@ -59,7 +59,7 @@ impl RecordProducer {
         }
         let tracker = Arc::new(DeliveryTracker::default());
         let producer = config
-            .create_with_context(TrackingContext(tracker.clone()))
+            .create_with_context(TrackingContext::new(tracker.clone()))
             .map_err(|e| {
                 anyhow::anyhow!("cannot create a Kafka producer for {}: {e}", kafka.brokers)
             })?;

@@ -174,6 +174,20 @@ impl KafkaOptions {
             })
     }
 
+    /// The names of every topic the brokers have (one metadata request).
+    pub fn topic_names(&self) -> anyhow::Result<Vec<String>> {
+        let consumer = self.consumer("metadata")?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.name().to_owned())
+            .collect())
+    }
+
     /// The number of partitions of each topic, waiting up to `wait` for topics to appear.
     pub fn partition_counts(&self, topics: &[&str], wait: Duration) -> anyhow::Result<Vec<i32>> {
         let consumer = self.consumer("metadata")?;
@@ -234,6 +248,32 @@ fn is_authentication(error: &KafkaError) -> bool {
         error.rdkafka_error_code(),
         Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
     )
+}
+
+/// The low and high watermarks of a partition as the consumer last saw them in fetch responses,
+/// without asking the broker; `None` before the first fetch of the partition (and a low of `None`
+/// when the response did not say). Unlike `fetch_watermarks` (a ListOffsets request), these are
+/// right on brokers whose ListOffsets misreport the end (tansu's memory storage), and cost nothing.
+pub fn cached_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(Option<i64>, i64)> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle lives as long as `consumer`; librdkafka reads the
+    // NUL-terminated topic name and writes the two offsets, nothing else.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(((low >= 0).then_some(low), high))
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ impl DeadLetters {
             config.set(k, v);
         }
         let producer = config
-            .create_with_context(TrackingContext(tracker.clone()))
+            .create_with_context(TrackingContext::new(tracker.clone()))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "cannot create the dead-letter producer for {}: {e}",

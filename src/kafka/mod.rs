@@ -1,8 +1,10 @@
-//! Kafka I/O: client settings ([`client`]), reading source partitions ([`source`]) and writing
-//! product documents ([`producer`]).
+//! Kafka I/O: client settings ([`client`]), reading source partitions ([`source`]) and where
+//! each reader is ([`position`]), writing product documents ([`producer`]) and dead letters
+//! ([`dlq`]), topic administration ([`admin`]).
 
 pub mod admin;
 pub mod client;
 pub mod dlq;
+pub mod position;
 pub mod producer;
 pub mod source;

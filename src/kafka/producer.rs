@@ -1,7 +1,8 @@
 //! Writing documents to a product's output topic: one ordered producer per worker. Records the
 //! broker did not take for a reason that may pass (it went down, answered an error while
 //! stopping, a delivery timed out) are sent again; a permanent failure (a record too large, no
-//! permission) becomes a job error. Nothing is dropped silently.
+//! permission) becomes a job error. Nothing is dropped silently. Each delivered document's
+//! end-to-end latency is observed (see [`crate::latency`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +14,12 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use super::client::KafkaOptions;
 use crate::dataflow::sink::DocWriter;
+use crate::dataflow::Time;
+use crate::latency::SourceTimes;
 
 /// A record the broker did not take for a reason that may pass (a broker going down, an error
 /// it answered while stopping, a delivery timeout): it is sent again.
@@ -27,6 +32,8 @@ pub struct Undelivered {
     pub headers: Option<OwnedHeaders>,
     pub error: String,
     pub at: Instant,
+    /// The source timestamp its latency counts from (0: not measured).
+    pub source_ms: i64,
 }
 
 /// Counts deliveries, keeps the first permanent failure, and collects the records to send again.
@@ -41,6 +48,9 @@ pub struct DeliveryTracker {
     pub supersede: bool,
     pub latest: Mutex<HashMap<Vec<u8>, usize>>,
     pub undelivered: Mutex<Vec<Undelivered>>,
+    /// Sequence number → source timestamp (ms) of the records in flight whose latency is
+    /// measured.
+    pub source_ms: Mutex<HashMap<usize, i64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,12 +97,16 @@ impl DeliveryTracker {
         }
     }
 
-    /// Notes that record `seq` with `key` is being sent.
-    fn sending(&self, seq: usize, key: Option<&[u8]>) {
+    /// Notes that record `seq` with `key` is being sent; its latency counts from `source_ms`
+    /// (0: not measured).
+    fn sending(&self, seq: usize, key: Option<&[u8]>, source_ms: i64) {
         if self.supersede {
             if let Some(key) = key {
                 lock(&self.latest).insert(key.to_vec(), seq);
             }
+        }
+        if source_ms > 0 {
+            lock(&self.source_ms).insert(seq, source_ms);
         }
     }
 
@@ -128,7 +142,7 @@ impl DeliveryTracker {
             }
             *next_seq += 1;
             let seq = *next_seq;
-            self.sending(seq, u.key.as_deref());
+            self.sending(seq, u.key.as_deref(), u.source_ms);
             let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&u.topic, seq);
             if let Some(k) = &u.key {
                 record = record.key(k);
@@ -170,7 +184,22 @@ fn warn_sometimes(message: &str) {
     }
 }
 
-pub struct TrackingContext(pub Arc<DeliveryTracker>);
+/// Counts deliveries, keeps the first failure and collects records to send again (see
+/// [`DeliveryTracker`]); for document writers, observes the end-to-end latency of each delivered
+/// record whose source timestamp was noted.
+pub struct TrackingContext {
+    tracker: Arc<DeliveryTracker>,
+    latency: Option<Histogram>,
+}
+
+impl TrackingContext {
+    pub fn new(tracker: Arc<DeliveryTracker>) -> Self {
+        TrackingContext {
+            tracker,
+            latency: None,
+        }
+    }
+}
 
 impl ClientContext for TrackingContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -181,10 +210,14 @@ impl ClientContext for TrackingContext {
 impl ProducerContext for TrackingContext {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        let tracker = &self.0;
+        let tracker = &self.tracker;
+        let source_ms = lock(&tracker.source_ms).remove(&seq).unwrap_or(0);
         match result {
             Ok(message) => {
                 tracker.delivered.fetch_add(1, Ordering::Relaxed);
+                if let (Some(latency), true) = (&self.latency, source_ms > 0) {
+                    latency.observe(crate::latency::seconds_since(source_ms));
+                }
                 if tracker.supersede {
                     if let Some(key) = message.key() {
                         let mut latest = lock(&tracker.latest);
@@ -203,6 +236,7 @@ impl ProducerContext for TrackingContext {
                     headers: message.headers().map(|h| h.detach()),
                     error: e.to_string(),
                     at: Instant::now(),
+                    source_ms,
                 });
             }
             Err((e, message)) => {
@@ -297,6 +331,10 @@ pub struct KafkaWriter {
     producer: ThreadedProducer<TrackingContext>,
     tracker: Arc<DeliveryTracker>,
     seq: usize,
+    /// Where the oldest source timestamp of each time is noted, when latency is measured.
+    source_times: Option<Arc<SourceTimes>>,
+    /// The oldest source timestamp of the window being written (0: unknown).
+    window_source_ms: i64,
     pub written: u64,
 }
 
@@ -314,21 +352,36 @@ impl KafkaWriter {
         for (k, v) in &options.properties {
             config.set(k, v);
         }
-        let producer = config
-            .create_with_context(TrackingContext(tracker.clone()))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create a Kafka producer for {}: {e}",
-                    options.brokers
-                )
-            })?;
+        let context = TrackingContext {
+            tracker: tracker.clone(),
+            latency: Some(
+                crate::metrics::metrics()
+                    .latency
+                    .get_or_create(&crate::metrics::topic(topic))
+                    .clone(),
+            ),
+        };
+        let producer = config.create_with_context(context).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create a Kafka producer for {}: {e}",
+                options.brokers
+            )
+        })?;
         Ok(KafkaWriter {
             topic: topic.to_owned(),
             producer,
             tracker,
             seq: 0,
+            source_times: None,
+            window_source_ms: 0,
             written: 0,
         })
+    }
+
+    /// Measures the end-to-end latency of the records written, from the source timestamps
+    /// noted in `times`.
+    pub fn measure_latency(&mut self, times: Arc<SourceTimes>) {
+        self.source_times = Some(times);
     }
 
     /// Fails on a permanent delivery failure; sends again what failed for a passing reason.
@@ -344,7 +397,8 @@ impl DocWriter for KafkaWriter {
     fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
         self.check()?;
         self.seq += 1;
-        self.tracker.sending(self.seq, Some(key.as_bytes()));
+        self.tracker
+            .sending(self.seq, Some(key.as_bytes()), self.window_source_ms);
         send_blocking(&self.producer, &self.topic, Some(key), value, self.seq)?;
         self.written += 1;
         crate::metrics::metrics()
@@ -352,6 +406,14 @@ impl DocWriter for KafkaWriter {
             .get_or_create(&crate::metrics::topic(&self.topic))
             .inc();
         Ok(())
+    }
+
+    fn begin_window(&mut self, times: &[Time]) {
+        self.window_source_ms = self
+            .source_times
+            .as_ref()
+            .and_then(|noted| noted.oldest(times))
+            .map_or(0, |ms| ms.max(1));
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {

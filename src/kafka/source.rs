@@ -1,16 +1,22 @@
 //! Reading source topics: which worker reads which partition, and a reader per (worker, topic)
 //! that polls records without blocking and knows when each of its partitions reached the end it
-//! had when the job started (partition EOF), so the job can say it has caught up.
+//! had when the job started (partition EOF), so the job can say it has caught up. Each partition's
+//! position is shared ([`PartitionPosition`]) for the progress bars and the lag metrics.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::client::{KafkaOptions, Reader};
+use super::client::{cached_watermarks, KafkaOptions, Reader};
+use super::position::PartitionPosition;
+
+/// How often a reader copies the watermarks its consumer saw into the positions.
+const WATERMARK_REFRESH: Duration = Duration::from_millis(500);
 
 /// Spreads the partitions of all sources over all workers: partition `p` of source `s` goes to
 /// worker `(s + p) % peers`, so single-partition topics land on different workers.
@@ -49,6 +55,9 @@ pub struct TopicReader {
     pub topic: String,
     consumer: Option<Reader>,
     partitions: Vec<i32>,
+    /// One per partition, in `partitions` order.
+    positions: Vec<Arc<PartitionPosition>>,
+    watermarks_at: Option<Instant>,
     reached_end: BTreeSet<i32>,
     /// The offset after the last record read, per partition (absent: nothing read yet).
     next_offsets: BTreeMap<i32, i64>,
@@ -80,6 +89,11 @@ impl TopicReader {
         Ok(TopicReader {
             topic: topic.to_owned(),
             consumer,
+            positions: partitions
+                .iter()
+                .map(|&p| Arc::new(PartitionPosition::new(topic, p)))
+                .collect(),
+            watermarks_at: None,
             partitions,
             reached_end: BTreeSet::new(),
             next_offsets: BTreeMap::new(),
@@ -93,11 +107,23 @@ impl TopicReader {
 
     /// Where reading stands: per assigned partition, the offset after the last record read
     /// (the next one to read), or `None` when nothing has been read from it.
-    pub fn positions(&self) -> Vec<(i32, Option<i64>)> {
+    pub fn next_offsets(&self) -> Vec<(i32, Option<i64>)> {
         self.partitions
             .iter()
             .map(|p| (*p, self.next_offsets.get(p).copied()))
             .collect()
+    }
+
+    /// Where the reader is in each of its partitions.
+    pub fn positions(&self) -> &[Arc<PartitionPosition>] {
+        &self.positions
+    }
+
+    fn position(&self, partition: i32) -> Option<&PartitionPosition> {
+        self.partitions
+            .iter()
+            .position(|&p| p == partition)
+            .map(|i| &*self.positions[i])
     }
 
     /// True once every assigned partition has reached its end at least once.
@@ -116,6 +142,17 @@ impl TopicReader {
         let Some(consumer) = &self.consumer else {
             return Ok(0);
         };
+        if self
+            .watermarks_at
+            .is_none_or(|at| at.elapsed() >= WATERMARK_REFRESH)
+        {
+            self.watermarks_at = Some(Instant::now());
+            for (&p, position) in self.partitions.iter().zip(&self.positions) {
+                if let Some((low, high)) = cached_watermarks(consumer, &self.topic, p) {
+                    position.watermarks(low, high);
+                }
+            }
+        }
         let mut read = 0;
         let mut timeout = wait;
         while read < max {
@@ -127,6 +164,9 @@ impl TopicReader {
                         partition: message.partition(),
                         offset: message.offset(),
                     };
+                    if let Some(position) = self.position(origin.partition) {
+                        position.read(origin.offset);
+                    }
                     record(
                         origin,
                         message.key(),
@@ -138,6 +178,10 @@ impl TopicReader {
                     read += 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some(position) = self.position(p) {
+                        let high = cached_watermarks(consumer, &self.topic, p).map(|(_, h)| h);
+                        position.reached_end(high);
+                    }
                     if self.reached_end.insert(p) {
                         tracing::debug!(topic = %self.topic, partition = p, "reached the end of the partition");
                     }

@@ -424,7 +424,15 @@ impl<'a> Lowering<'a> {
                 name.span(),
                 format!("unknown source `{}`", name.get_ref()),
                 format!(
-                    "declared sources: {}",
+                    "{}declared sources: {} (a relation's `source` names a [sources.NAME] \
+                     section, not a topic)",
+                    match self.sources.iter().find(|s| &s.topic == name.get_ref()) {
+                        Some(s) => format!(
+                            "that is the topic of source `{}`: write source = \"{}\"; ",
+                            s.name, s.name
+                        ),
+                        None => maybe(name.get_ref(), self.file.sources.keys().map(String::as_str)),
+                    },
                     self.file
                         .sources
                         .keys()
@@ -444,7 +452,8 @@ impl<'a> Lowering<'a> {
                 name.span(),
                 format!("source `{}` has no column `{}`", s.name, name.get_ref()),
                 format!(
-                    "its columns are: {}; add it under [sources.{}.columns] if the table has it",
+                    "{}its columns are: {}; add it under [sources.{}.columns] if the table has it",
+                    maybe(name.get_ref(), s.column_names()),
                     s.column_names().join(", "),
                     s.name
                 ),
@@ -467,7 +476,7 @@ impl<'a> Lowering<'a> {
                         return self.error(
                             ty.span(),
                             format!("unknown column type `{}` for `{name}.{col}`", ty.get_ref()),
-                            format!("types are: {TYPE_NAMES}"),
+                            format!("{}types are: {TYPE_NAMES}", type_hint(ty.get_ref())),
                         )
                     }
                 }
@@ -504,7 +513,15 @@ impl<'a> Lowering<'a> {
                             "primary key column `{}` is not a declared column of source `{name}`",
                             k.get_ref()
                         ),
-                            "declare it under columns",
+                            format!(
+                                "{}declare every primary key column under columns (declared: {})",
+                                maybe(k.get_ref(), columns.iter().map(|c| c.name.as_str())),
+                                columns
+                                    .iter()
+                                    .map(|c| c.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
                         )
                     }
                 }
@@ -543,16 +560,48 @@ impl<'a> Lowering<'a> {
             parent_columns: Vec::new(),
             child_columns: Vec::new(),
         };
+        let (parent_source, child_source) = (&self.sources[parent], &self.sources[child]);
         for (parent_col, child_col) in on.get_ref() {
-            // The parent column name is a map key without its own span: point at `on`.
-            let p = match self.sources[parent].columns.iter().position(|c| &c.name == parent_col) {
+            let p = match parent_source
+                .columns
+                .iter()
+                .position(|c| &c.name == parent_col)
+            {
                 Some(p) => p,
                 None => {
+                    // The parent column is a map key without a span of its own: find it in `on`.
+                    let at = self.text.text[on.span()]
+                        .find(parent_col.as_str())
+                        .map(|i| on.span().start + i)
+                        .unwrap_or(on.span().start);
+                    let swapped = child_source.columns.iter().any(|c| &c.name == parent_col)
+                        && parent_source
+                            .columns
+                            .iter()
+                            .any(|c| &c.name == child_col.get_ref());
+                    let hint = if swapped {
+                        format!(
+                            "`on` is {{ parent_column = \"child_column\" }} with the parent (`{}`) on the left, \
+                             and `{parent_col}` is a column of `{}`: did you swap them? write on = {{ {} = \"{parent_col}\" }}",
+                            parent_source.name,
+                            child_source.name,
+                            child_col.get_ref()
+                        )
+                    } else {
+                        format!(
+                            "{}the parent's columns are: {} (`on` is {{ parent_column = \"child_column\" }})",
+                            maybe(parent_col, parent_source.column_names()),
+                            parent_source.column_names().join(", ")
+                        )
+                    };
                     return self.error(
-                        on.span(),
-                        format!("`on` names `{parent_col}`, which is not a column of the parent source `{}`", self.sources[parent].name),
-                        format!("the parent's columns are: {}", self.sources[parent].column_names().join(", ")),
-                    )
+                        at..at,
+                        format!(
+                            "`on` names `{parent_col}`, which is not a column of the parent source `{}`",
+                            parent_source.name
+                        ),
+                        hint,
+                    );
                 }
             };
             let c = self.column(child, child_col)?;
@@ -564,10 +613,13 @@ impl<'a> Lowering<'a> {
                 return self.error(
                     child_col.span(),
                     format!(
-                        "cannot join `{parent_col}` ({pt}) with `{}` ({ct}): the types differ",
+                        "cannot join `{}.{parent_col}` ({pt}) with `{}.{}` ({ct}): the types differ",
+                        parent_source.name,
+                        child_source.name,
                         child_col.get_ref()
                     ),
-                    "declare both columns with the same type",
+                    "join columns must have the same type; declare both with the type the table has \
+                     (if the tables really differ, the values can never be equal)",
                 );
             }
             link.parent_columns.push(p);
@@ -611,14 +663,14 @@ impl<'a> Lowering<'a> {
         for field in fields {
             let column = self.column(source, field.column())?;
             let name = field.output_name();
-            self.unique(&mut names, name)?;
+            self.unique(&mut names, name, false)?;
             out.push(OutField::Column {
                 name: name.get_ref().as_str().into(),
                 column,
             });
         }
         for relation in relations {
-            self.unique(&mut names, &relation.name)?;
+            self.unique(&mut names, &relation.name, true)?;
             let child = self.lower_relation(path, source, relation, ancestors)?;
             out.push(OutField::Child {
                 name: relation.name.get_ref().as_str().into(),
@@ -636,21 +688,31 @@ impl<'a> Lowering<'a> {
         Ok((NodeOutput::Object(out), children))
     }
 
+    /// Checks that `name` (a field, or a relation's name if `relation`) is new in its object.
     fn unique(
         &self,
         names: &mut Vec<(String, std::ops::Range<usize>)>,
         name: &Spanned<String>,
+        relation: bool,
     ) -> Result<(), SpecError> {
         if let Some((_, first)) = names.iter().find(|(n, _)| n == name.get_ref()) {
             let first = self.text.locate(first.start);
-            return self.error(
-                name.span(),
-                format!(
-                    "field `{}` is output twice (first at {first})",
-                    name.get_ref()
-                ),
-                "rename one with { name = \"...\", column = \"...\" }",
-            );
+            let n = name.get_ref();
+            return if relation {
+                self.error(
+                    name.span(),
+                    format!("relation `{n}` has the name of another field of the same object (first at {first})"),
+                    "a relation's `name` is the field it becomes in its parent: give it another name",
+                )
+            } else {
+                self.error(
+                    name.span(),
+                    format!("field `{n}` is output twice (first at {first})"),
+                    format!(
+                        "remove one, or rename it: {{ name = \"other_{n}\", column = \"...\" }}"
+                    ),
+                )
+            };
         }
         names.push((name.get_ref().clone(), name.span()));
         Ok(())
@@ -753,6 +815,22 @@ impl<'a> Lowering<'a> {
                 }
                 Some(i) => order.push(i),
                 None => {
+                    let columns = self.sources[self.source(&rel.source)?].column_names();
+                    let hint = if columns.contains(&name.get_ref().as_str()) {
+                        format!(
+                            "`{}` is a column of `{}` but not one of the relation's fields, and order_by \
+                             sorts by output fields: add it to `fields` (its fields are: {})",
+                            name.get_ref(),
+                            rel.source.get_ref(),
+                            names.join(", ")
+                        )
+                    } else {
+                        format!(
+                            "{}its fields are: {}",
+                            maybe(name.get_ref(), names.iter().copied()),
+                            names.join(", ")
+                        )
+                    };
                     return self.error(
                         name.span(),
                         format!(
@@ -760,13 +838,45 @@ impl<'a> Lowering<'a> {
                             name.get_ref(),
                             rel.name.get_ref()
                         ),
-                        format!("its fields are: {}", names.join(", ")),
-                    )
+                        hint,
+                    );
                 }
             }
         }
         Ok(order)
     }
+}
+
+/// "did you mean `x`? " when a candidate is close to `name`, else nothing.
+fn maybe<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    crate::suggest::closest(name, candidates)
+        .map(|c| format!("did you mean `{c}`? "))
+        .unwrap_or_default()
+}
+
+/// The declared type for a SQL type name someone may write instead, as advice.
+fn type_hint(written: &str) -> String {
+    let lower = written.trim().to_ascii_lowercase();
+    let base = lower.split(['(', ' ']).next().unwrap_or_default();
+    let ours = match base {
+        "varchar" | "char" | "character" | "uuid" | "citext" | "enum" => "string",
+        "bigint" | "smallint" | "int2" | "int4" | "int8" | "serial" | "bigserial" | "tinyint" => {
+            "int"
+        }
+        "numeric" | "number" | "money" => "decimal",
+        "real" | "float4" | "float8" | "double" => "float",
+        "timestamptz" | "datetime" => "timestamp",
+        "jsonb" => "json",
+        "bit" => "bool",
+        _ => {
+            let names = TYPE_NAMES.split(", ");
+            return match crate::suggest::closest(&lower, names) {
+                Some(c) => format!("did you mean `{c}`? "),
+                None => String::new(),
+            };
+        }
+    };
+    format!("`{written}` is written `{ours}` here; ")
 }
 
 /// Checks a parsed product file and lowers it to a one-product [`Plan`].
@@ -855,6 +965,8 @@ pub fn lower(text: &SourceText, file: &ProductFile) -> Result<Plan, SpecError> {
     plan.products.push(product);
     Ok(plan)
 }
+
+pub mod lint;
 
 #[cfg(test)]
 mod tests;

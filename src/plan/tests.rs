@@ -540,11 +540,11 @@ fn unknown_parent_column_in_on() {
         r#"on = { customer_id = "id" }"#,
         r#"on = { cust_id = "id" }"#,
     );
-    // The parent column is a TOML key without a span of its own: the error points at `on`'s table.
+    // The parent column is a TOML key without a span of its own: the error finds it in `on`.
     expect_error(
         &text,
         28,
-        "{",
+        "cust_id",
         &[
             "`on` names `cust_id`",
             "not a column of the parent source `orders`",
@@ -579,7 +579,7 @@ fn unknown_columns_in_through_on() {
     expect_error(
         &through(r#"{ customer = "order_id" }"#),
         27,
-        "{ customer",
+        "customer =",
         &["`on` names `customer`", "parent source `orders`"],
     );
     expect_error(
@@ -690,7 +690,7 @@ fn join_columns_of_different_types() {
         &text,
         28,
         r#""name""#,
-        &["cannot join `customer_id` (int) with `name` (string): the types differ"],
+        &["cannot join `orders.customer_id` (int) with `customers.name` (string): the types differ"],
     );
 }
 
@@ -712,7 +712,11 @@ fn a_relation_named_like_a_field() {
         &text,
         25,
         r#""placed_at""#,
-        &["field `placed_at` is output twice (first at", ":22:"],
+        &[
+            "relation `placed_at` has the name of another field of the same object (first at",
+            ":22:",
+            "give it another name",
+        ],
     );
 }
 
@@ -1089,4 +1093,169 @@ fn merge_lets_a_source_no_product_reads_any_more_take_a_new_declaration() {
         .find(|s| s.topic == "shop.public.customers")
         .unwrap();
     assert_eq!(customers.column_names(), vec!["id", "name"]);
+}
+
+/// The mistakes a new user makes writing a first product file (see README), each explained with
+/// its line and how to fix it.
+mod new_user {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_column_is_matched_to_the_right_one() {
+        let text = shop_with(
+            r#"fields = ["name", "email"]"#,
+            r#"fields = ["nmae", "email"]"#,
+        );
+        expect_error(
+            &text,
+            29,
+            r#""nmae""#,
+            &[
+                "source `customers` has no column `nmae`",
+                "did you mean `name`?",
+            ],
+        );
+        let text = shop_with(
+            r#"primary_key = ["order_id", "line"]"#,
+            r#"primary_key = ["order_id", "line_no"]"#,
+        );
+        expect_error(&text, 17, r#""line_no""#, &["did you mean `line`?"]);
+    }
+
+    #[test]
+    fn join_sides_swapped() {
+        let text = shop_with(
+            r#"on = { customer_id = "id" }"#,
+            r#"on = { id = "customer_id" }"#,
+        );
+        expect_error(
+            &text,
+            28,
+            "id =",
+            &[
+                "`on` names `id`, which is not a column of the parent source `orders`",
+                "did you swap them? write on = { customer_id = \"id\" }",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_join_of_an_int_with_a_string() {
+        let text = shop_with(
+            r#"columns = { id = "int", name = "string", email = "string" }"#,
+            r#"columns = { id = "string", name = "string", email = "string" }"#,
+        );
+        expect_error(
+            &text,
+            28,
+            r#""id""#,
+            &[
+                "cannot join `orders.customer_id` (int) with `customers.id` (string)",
+                "join columns must have the same type",
+            ],
+        );
+    }
+
+    #[test]
+    fn order_by_a_column_that_is_not_a_field() {
+        let text = shop_with(
+            r#"fields = ["sku", "qty", "line"]"#,
+            r#"fields = ["sku", "qty"]"#,
+        );
+        expect_error(
+            &text,
+            37,
+            r#""line""#,
+            &[
+                "`line` is a column of `items` but not one of the relation's fields",
+                "add it to `fields`",
+            ],
+        );
+        let text = shop_with(r#"order_by = ["line"]"#, r#"order_by = ["lin"]"#);
+        expect_error(&text, 37, r#""lin""#, &["did you mean `line`?"]);
+    }
+
+    #[test]
+    fn sql_type_names_and_typos() {
+        let text = shop_with(r#"sku = "string""#, r#"sku = "varchar(64)""#);
+        expect_error(
+            &text,
+            18,
+            r#""varchar"#,
+            &["`varchar(64)` is written `string` here"],
+        );
+        let text = shop_with(r#"qty = "int""#, r#"qty = "bigint""#);
+        expect_error(
+            &text,
+            18,
+            r#""bigint""#,
+            &["`bigint` is written `int` here"],
+        );
+        let text = shop_with(r#"qty = "int""#, r#"qty = "itn""#);
+        expect_error(&text, 18, r#""itn""#, &["did you mean `int`?"]);
+    }
+
+    #[test]
+    fn a_topic_where_a_source_belongs() {
+        let text = shop_with(
+            r#"source = "items"
+on = { order_id = "order_id" }
+fields"#,
+            r#"source = "shop.public.items"
+on = { order_id = "order_id" }
+fields"#,
+        );
+        expect_error(
+            &text,
+            34,
+            r#""shop.public.items""#,
+            &["that is the topic of source `items`: write source = \"items\""],
+        );
+    }
+
+    #[test]
+    fn missing_keys_say_what_to_write() {
+        let text = shop_with("primary_key = [\"id\"]\n", "");
+        expect_error(
+            &text,
+            5,
+            "[sources.customers]",
+            &["missing field `primary_key`", "add primary_key = [\"id\"]"],
+        );
+        let text = shop_with("name = \"customer\"\n", "");
+        expect_error(
+            &text,
+            24,
+            "[[document.relations]]",
+            &[
+                "missing field `name`",
+                "the field this relation becomes in its parent",
+            ],
+        );
+        let text = shop_with("cardinality = \"one\"\n", "");
+        expect_error(
+            &text,
+            24,
+            "[[document.relations]]",
+            &["cardinality = \"many\" (a list of items) or \"one\""],
+        );
+    }
+
+    #[test]
+    fn misspelt_keys_and_a_string_for_a_list() {
+        let text = shop_with(r#"order_by = ["line"]"#, r#"orderby = ["line"]"#);
+        expect_error(
+            &text,
+            37,
+            "orderby",
+            &["unknown field `orderby`", "did you mean `order_by`?"],
+        );
+        let text = shop_with(r#"fields = ["name", "email"]"#, r#"fields = "name""#);
+        expect_error(
+            &text,
+            29,
+            r#""name""#,
+            &["expected a sequence", "fields = [\"name\"]"],
+        );
+    }
 }
