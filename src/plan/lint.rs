@@ -139,7 +139,7 @@ pub fn lint_file(text: &SourceText, file: &ProductFile) -> Vec<Warning> {
             warnings.push(warn(
                 offset,
                 format!(
-                    "source `{name}` is declared but the document does not use it: it is not read"
+                    "source `{name}` is declared but the document does not use it: this product does not read it"
                 ),
                 format!("nest it with a relation (source = \"{name}\"), or remove it"),
             ));
