@@ -139,11 +139,40 @@ fn tree(
             }
         }
     }
-    if !node.order_by.is_empty() {
+    if !node.order_by.is_empty() && !matches!(node.output, NodeOutput::Through) {
         let _ = writeln!(
             out,
-            "{pad}  order by fields {:?}, then the whole item",
-            node.order_by
+            "{pad}  order by {}, then the whole item",
+            order_names(node)
         );
+    }
+}
+
+/// A node's `order_by` as field names with their direction, e.g. `created_at desc, repo`.
+pub fn order_names(node: &Node) -> String {
+    let NodeOutput::Object(fields) = item_output(node) else {
+        return String::new();
+    };
+    node.order_by
+        .iter()
+        .map(|key| {
+            let name = match &fields[key.field] {
+                OutField::Column { name, .. } | OutField::Child { name, .. } => name.to_string(),
+            };
+            if key.descending {
+                format!("{name} desc")
+            } else {
+                name
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The output whose fields `order_by` indexes: a through node sorts by its target's fields.
+pub fn item_output(node: &Node) -> &NodeOutput {
+    match &node.output {
+        NodeOutput::Through => item_output(&node.children[0]),
+        other => other,
     }
 }

@@ -526,12 +526,24 @@ impl std::fmt::Display for Enough {
 impl std::error::Error for Enough {}
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let plan = plan::load_all(&args.files)?;
+    // Every file is checked: the good ones say ok, each bad one gives its error.
+    let (plan, errors) = plan::load_each(&args.files)?;
     for p in &plan.products {
         println!("ok: {} ({}) → {}", p.name, p.file, p.output_topic);
     }
     for warning in plan::lint::lint(&plan) {
         println!("{warning}");
+    }
+    for e in &errors {
+        eprintln!("error: {e:#}");
+    }
+    if !errors.is_empty() {
+        eprintln!(
+            "{} of the product files {} errors",
+            errors.len(),
+            if errors.len() == 1 { "has" } else { "have" }
+        );
+        return Ok(ExitCode::from(1));
     }
     let Some(brokers) = &args.brokers else {
         return Ok(ExitCode::SUCCESS);

@@ -196,6 +196,17 @@ impl SourceText {
         format!("{}:{line}:{column}", self.path.display())
     }
 
+    /// The text of the line holding a byte offset.
+    pub fn line_at(&self, offset: usize) -> &str {
+        let offset = offset.min(self.text.len());
+        let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let end = self.text[offset..]
+            .find('\n')
+            .map(|i| offset + i)
+            .unwrap_or(self.text.len());
+        &self.text[start..end]
+    }
+
     /// The line holding a byte offset, with a caret under the spot.
     pub fn excerpt(&self, offset: usize) -> String {
         let offset = offset.min(self.text.len());
@@ -223,16 +234,33 @@ pub fn parse(source: &SourceText) -> anyhow::Result<ProductFile> {
             .span()
             .map(|s| format!("\n{}", source.excerpt(s.start)))
             .unwrap_or_default();
-        let message = e.message().trim_end();
-        let hint = hint(message)
+        let message = readable(e.message().trim_end());
+        let line = e
+            .span()
+            .map(|s| source.line_at(s.start))
+            .unwrap_or_default();
+        let hint = hint(&message, line)
             .map(|h| format!("\n  = help: {h}"))
             .unwrap_or_default();
         anyhow::anyhow!("{place}: {message}{excerpt}{hint}")
     })
 }
 
-/// How to fix the mistakes the TOML reader reports without advice of its own.
-fn hint(message: &str) -> Option<String> {
+/// The TOML reader's message without the names of this crate's types.
+fn readable(message: &str) -> String {
+    message
+        .replace(
+            "struct ThroughSpec",
+            "a table { source = \"...\", on = { ... } }",
+        )
+        .replace("struct RelationSpec", "a relation table")
+        .replace("struct SourceSpec", "a source table")
+}
+
+/// How to fix the mistakes the TOML reader reports without advice of its own; `line` is the
+/// text of the line the error points at.
+fn hint(message: &str, line: &str) -> Option<String> {
+    let line = line.trim();
     let quoted = |prefix: &str| {
         message
             .strip_prefix(prefix)
@@ -272,8 +300,8 @@ fn hint(message: &str) -> Option<String> {
                 "add output_topic = \"...\": the topic the documents are written to".into()
             }
             "product" | "document" | "sources" => {
-                "a product file has [product], [sources.NAME] sections and [document]; see \
-                 dataflows/github_user_profile.toml"
+                "a product file has a [product] section (name, output_topic), a [sources.NAME] \
+                 section per table and a [document] section; see \"Product files\" in the README"
                     .into()
             }
             _ => return None,
@@ -286,8 +314,48 @@ fn hint(message: &str) -> Option<String> {
             .unwrap_or_default();
         return crate::suggest::closest(&field, expected).map(|c| format!("did you mean `{c}`?"));
     }
+    if message.contains("a table { source") {
+        return Some(
+            "through is written through = { source = \"LINK_SOURCE\", on = { parent_column = \
+             \"link_column\" } }, and the relation's own `on` joins the link source to its \
+             `source`"
+                .into(),
+        );
+    }
     if message.contains("expected a sequence") {
-        return Some("a list is written in brackets, e.g. fields = [\"name\"]".into());
+        if let Some(table) = line
+            .strip_prefix('[')
+            .map(|rest| rest.trim_end_matches(']').trim())
+        {
+            return Some(format!(
+                "relations are a list of tables: write [[{table}]] (double brackets) for each one"
+            ));
+        }
+        return Some(match line.split_once('=') {
+            Some((key, value)) if !value.trim().starts_with('[') => format!(
+                "a list is written in brackets: {} = [{}]",
+                key.trim(),
+                value.trim()
+            ),
+            _ => "a list is written in brackets, e.g. fields = [\"name\"]".into(),
+        });
+    }
+    if message.contains("duplicate key") {
+        if line.starts_with("[[") {
+            return Some(
+                "this table was opened before as a single table ([...], one bracket): write \
+                 every relation as [[...]] (double brackets)"
+                    .into(),
+            );
+        }
+        if let Some(name) = line.strip_prefix("[sources.") {
+            return Some(format!(
+                "source `{}` is declared twice: keep one [sources.{}] section",
+                name.trim_end_matches(']'),
+                name.trim_end_matches(']')
+            ));
+        }
+        return Some("a key may appear once per table: remove one of them".into());
     }
     None
 }

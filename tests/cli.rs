@@ -243,7 +243,7 @@ fn configuration_comes_from_the_environment_too() {
     run(&["gen", file, "--scale", "30", "--changes", "60"]);
     let job = run(&["run", file]);
     assert!(
-        job.contains("\"peers\":2") && job.contains("\"message\":\"stopped\""),
+        job.contains("\"worker\":1") && job.contains("\"message\":\"stopped, "),
         "two workers, JSON logs, exit when caught up:\n{job}"
     );
     let report = run(&["verify", file]);

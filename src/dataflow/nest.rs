@@ -67,12 +67,17 @@ pub fn empty_slot(child: &Node) -> Value {
     }
 }
 
-/// The sort key of an item: its `order_by` fields (the item itself breaks ties).
-fn order_key<'a>(node: &Node, item: &'a Value) -> Vec<&'a Value> {
-    match item {
-        Value::Doc(fields) => node.order_by.iter().map(|&i| &fields[i]).collect(),
-        _ => Vec::new(),
-    }
+/// Compares two items by the node's `order_by` fields, each in its direction (equal when the
+/// items are not objects).
+fn compare_by_order(node: &Node, a: &Value, b: &Value) -> std::cmp::Ordering {
+    let (Value::Doc(a), Value::Doc(b)) = (a, b) else {
+        return std::cmp::Ordering::Equal;
+    };
+    node.order_by
+        .iter()
+        .map(|key| key.compare(&a[key.field], &b[key.field]))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
 /// The value of a relation for one link key: the ordered list of items, or the first item.
@@ -85,7 +90,7 @@ pub fn aggregate(node: &Node, items: &[(&Value, isize)]) -> Value {
     }
     // Input arrives sorted by item; a stable sort by the order_by fields keeps the item as tie-break.
     if !node.order_by.is_empty() {
-        sorted.sort_by(|a, b| order_key(node, a).cmp(&order_key(node, b)));
+        sorted.sort_by(|a, b| compare_by_order(node, a, b));
     }
     match node.cardinality {
         Cardinality::Many => Value::Doc(sorted.into_iter().cloned().collect::<Vec<_>>().into()),

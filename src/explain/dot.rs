@@ -203,19 +203,8 @@ fn node(
         let join = format!("{child_build}_join");
         let order = if child.order_by.is_empty() {
             String::new()
-        } else if let NodeOutput::Object(fields) = &self::item_output(child) {
-            let names: Vec<String> = child
-                .order_by
-                .iter()
-                .map(|&f| match &fields[f] {
-                    OutField::Column { name, .. } | OutField::Child { name, .. } => {
-                        name.to_string()
-                    }
-                })
-                .collect();
-            format!("\norder by {}", names.join(", "))
         } else {
-            String::new()
+            format!("\norder by {}", super::order_names(child))
         };
         let shape = match child.cardinality {
             Cardinality::Many => "a list",
@@ -244,14 +233,6 @@ fn node(
         );
     }
     build
-}
-
-/// The output whose fields `order_by` indexes: a through node sorts by its target's fields.
-fn item_output(node: &Node) -> NodeOutput {
-    match &node.output {
-        NodeOutput::Through => item_output(&node.children[0]),
-        other => other.clone(),
-    }
 }
 
 #[cfg(test)]

@@ -142,8 +142,43 @@ pub struct Node {
     /// Drop this node's item when the child it passes through is missing (many-to-many links).
     pub output: NodeOutput,
     pub children: Vec<Node>,
-    /// Indices into the item's object fields to sort a list by; the whole item breaks ties.
-    pub order_by: Vec<usize>,
+    /// The item's object fields to sort a list by, in turn; the whole item (ascending) breaks
+    /// ties.
+    pub order_by: Vec<SortKey>,
+}
+
+/// One `order_by` entry: an index into the item's object fields, and its direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SortKey {
+    pub field: usize,
+    /// Largest first (`"name desc"` or `"-name"`); nulls then come last.
+    pub descending: bool,
+}
+
+impl SortKey {
+    /// Splits an `order_by` entry into the field name and whether it sorts largest first:
+    /// `name`, `name asc`, `name desc` (any case) or `-name`.
+    pub fn parse(entry: &str) -> (&str, bool) {
+        let entry = entry.trim();
+        if let Some(name) = entry.strip_prefix('-') {
+            return (name.trim(), true);
+        }
+        match entry.rsplit_once(char::is_whitespace) {
+            Some((name, dir)) if dir.eq_ignore_ascii_case("desc") => (name.trim(), true),
+            Some((name, dir)) if dir.eq_ignore_ascii_case("asc") => (name.trim(), false),
+            _ => (entry, false),
+        }
+    }
+
+    /// Compares two items' values of this key.
+    pub fn compare(&self, a: &crate::value::Value, b: &crate::value::Value) -> std::cmp::Ordering {
+        let ordering = a.cmp(b);
+        if self.descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
+    }
 }
 
 /// Parent columns equal child columns, pairwise.
@@ -294,9 +329,10 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Plan> {
     Ok(lower(&text, &file)?)
 }
 
-/// The `*.toml` files of the given folders (sorted by name) and the given files, in order.
+/// The `*.toml` files of the given folders (sorted by name) and the given files, in order; a
+/// file named twice (`dataflows/ dataflows/a.toml`, `./a.toml a.toml`) counts once.
 pub fn product_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut files = Vec::new();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
     for path in paths {
         if path.is_dir() {
             let mut found: Vec<_> = std::fs::read_dir(path)
@@ -310,21 +346,53 @@ pub fn product_files(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::pa
             files.push(path.clone());
         }
     }
+    let mut seen = HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     Ok(files)
 }
 
-/// Reads every `*.toml` product file of a folder (sorted by name), or the given files, into one plan.
+/// Reads every `*.toml` product file of a folder (sorted by name), or the given files, into one
+/// plan; fails with every file's error.
 pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
+    let (plan, errors) = load_each(paths)?;
+    match errors.len() {
+        0 => Ok(plan),
+        1 => Err(errors.into_iter().next().expect("one error")),
+        n => anyhow::bail!(
+            "{n} product files have errors:\n{}",
+            errors
+                .iter()
+                .map(|e| format!("{e:#}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+/// Reads every product file of `paths` (see [`product_files`]): the plan of the files that load
+/// and fit together, and the error of each file that does not.
+pub fn load_each(paths: &[std::path::PathBuf]) -> anyhow::Result<(Plan, Vec<anyhow::Error>)> {
     let files = product_files(paths)?;
-    anyhow::ensure!(!files.is_empty(), "no product files (*.toml) in {paths:?}");
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no product files (*.toml) in {}",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut plan = Plan {
         sources: Vec::new(),
         products: Vec::new(),
     };
+    let mut errors = Vec::new();
     for file in files {
-        merge(&mut plan, load(&file)?)?;
+        if let Err(e) = load(&file).and_then(|other| merge(&mut plan, other)) {
+            errors.push(e);
+        }
     }
-    Ok(plan)
+    Ok((plan, errors))
 }
 
 /// Adds `other`'s products to `plan`, sharing sources that read the same topic the same way.
@@ -332,38 +400,16 @@ pub fn load_all(paths: &[std::path::PathBuf]) -> anyhow::Result<Plan> {
 /// A source no product uses any more (its product was removed from a running job) takes the new
 /// declaration; one in use must be declared the same way.
 pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
+    check_merge(plan, &other)?;
     let used = plan.used_sources();
     let mut remap = Vec::new();
-    let new_file = other
-        .products
-        .first()
-        .map(|p| p.file.clone())
-        .unwrap_or_default();
     for source in other.sources {
         let id = match plan.sources.iter().position(|s| s.topic == source.topic) {
             Some(id) if !used.contains(&id) => {
                 plan.sources[id] = source;
                 id
             }
-            Some(id) => {
-                let existing = &plan.sources[id];
-                let readers: Vec<&str> = plan
-                    .products
-                    .iter()
-                    .filter(|p| p.root.walk().iter().any(|n| n.source == id))
-                    .map(|p| p.file.as_str())
-                    .collect();
-                anyhow::ensure!(
-                    existing.columns == source.columns && existing.key == source.key,
-                    "topic {} is declared with other columns or primary key in {new_file} (source `{}`) than in {} (source `{}`); \
-                     declare it the same way in every product file",
-                    source.topic,
-                    source.name,
-                    readers.join(", "),
-                    existing.name,
-                );
-                id
-            }
+            Some(id) => id,
             None => {
                 plan.sources.push(source);
                 plan.sources.len() - 1
@@ -372,15 +418,6 @@ pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
         remap.push(id);
     }
     for mut product in other.products {
-        anyhow::ensure!(
-            !plan
-                .products
-                .iter()
-                .any(|p| p.name == product.name || p.output_topic == product.output_topic),
-            "product {} ({}) clashes with another product of the same name or output topic",
-            product.name,
-            product.file
-        );
         fn renumber(node: &mut Node, remap: &[usize]) {
             node.source = remap[node.source];
             node.children.iter_mut().for_each(|c| renumber(c, remap));
@@ -389,6 +426,123 @@ pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
         plan.products.push(product);
     }
     Ok(())
+}
+
+/// Whether `other` fits the products of `plan`: every topic they share is declared alike (all
+/// differences are listed), and no product name or output topic is taken.
+fn check_merge(plan: &Plan, other: &Plan) -> anyhow::Result<()> {
+    let used = plan.used_sources();
+    let new_file = other
+        .products
+        .first()
+        .map(|p| p.file.clone())
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    for source in &other.sources {
+        let Some(id) = plan.sources.iter().position(|s| s.topic == source.topic) else {
+            continue;
+        };
+        if !used.contains(&id) {
+            continue;
+        }
+        let existing = &plan.sources[id];
+        let differences = declaration_differences(existing, source);
+        if differences.is_empty() {
+            continue;
+        }
+        let readers: Vec<&str> = plan
+            .products
+            .iter()
+            .filter(|p| p.root.walk().iter().any(|n| n.source == id))
+            .map(|p| p.file.as_str())
+            .collect();
+        problems.push(format!(
+            "topic {} is declared differently in {new_file} (source `{}`) than in {} (source `{}`): {}",
+            source.topic,
+            source.name,
+            readers.join(", "),
+            existing.name,
+            differences.join("; ")
+        ));
+    }
+    for product in &other.products {
+        for p in &plan.products {
+            if p.name == product.name {
+                problems.push(format!(
+                    "product name `{}` of {} is taken by {}: product names must differ",
+                    product.name, product.file, p.file
+                ));
+            } else if p.output_topic == product.output_topic {
+                problems.push(format!(
+                    "output topic {} of product `{}` ({}) is the output topic of product `{}` ({}): \
+                     every product writes a topic of its own",
+                    product.output_topic, product.name, product.file, p.name, p.file
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let help = if problems.iter().any(|p| p.starts_with("topic ")) {
+        "\n  = help: the products of one job read a topic once, so every file that reads it \
+         declares it alike: the same primary key and the same columns (the union of the columns \
+         they use) with the same types"
+    } else {
+        ""
+    };
+    anyhow::bail!("{}{help}", problems.join("\n"))
+}
+
+/// How the declaration `new` of a topic differs from `old`, one line per difference.
+fn declaration_differences(old: &SourcePlan, new: &SourcePlan) -> Vec<String> {
+    let mut out = Vec::new();
+    let find = |s: &SourcePlan, name: &str| s.columns.iter().find(|c| c.name == name).cloned();
+    let missing: Vec<&str> = old
+        .columns
+        .iter()
+        .filter(|c| find(new, &c.name).is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        out.push(format!("it lacks {}", missing.join(", ")));
+    }
+    let extra: Vec<&str> = new
+        .columns
+        .iter()
+        .filter(|c| find(old, &c.name).is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !extra.is_empty() {
+        out.push(format!("it adds {}", extra.join(", ")));
+    }
+    for c in &new.columns {
+        if let Some(o) = find(old, &c.name) {
+            if o.ty != c.ty {
+                out.push(format!("`{}` is {} there, {} here", c.name, o.ty, c.ty));
+            }
+        }
+    }
+    if missing.is_empty() && extra.is_empty() && old.column_names() != new.column_names() {
+        out.push(format!(
+            "the columns are in another order ({} there)",
+            old.column_names().join(", ")
+        ));
+    }
+    let key = |s: &SourcePlan| {
+        s.key
+            .iter()
+            .map(|&k| s.columns[k].name.clone())
+            .collect::<Vec<_>>()
+    };
+    if key(old) != key(new) {
+        out.push(format!(
+            "the primary key is ({}) there, ({}) here",
+            key(old).join(", "),
+            key(new).join(", ")
+        ));
+    }
+    out
 }
 
 struct Lowering<'a> {
@@ -655,13 +809,35 @@ impl<'a> Lowering<'a> {
                 return self.error(
                     r.name.span(),
                     "a relation with `value` nests a single column and cannot have relations",
-                    "use `fields` to nest an object",
+                    "use `fields` to nest an object; or, if this block belongs to another \
+                     relation: a [[...relations.relations]] block nests under the nearest \
+                     [[...relations]] above it, so move it right under the relation it belongs to",
                 );
             }
             return Ok((NodeOutput::Scalar(self.column(source, value)?), children));
         }
         for field in fields {
-            let column = self.column(source, field.column())?;
+            let wanted = field.column();
+            let is_column = self.sources[source]
+                .columns
+                .iter()
+                .any(|c| &c.name == wanted.get_ref());
+            if !is_column
+                && relations
+                    .iter()
+                    .any(|r| r.name.get_ref() == wanted.get_ref())
+            {
+                return self.error(
+                    wanted.span(),
+                    format!(
+                        "`{}` is a relation, not a column of `{}`",
+                        wanted.get_ref(),
+                        self.sources[source].name
+                    ),
+                    "relations come after the fields by themselves: remove it from `fields`",
+                );
+            }
+            let column = self.column(source, wanted)?;
             let name = field.output_name();
             self.unique(&mut names, name, false)?;
             out.push(OutField::Column {
@@ -789,9 +965,11 @@ impl<'a> Lowering<'a> {
         output: &NodeOutput,
         children: &[Node],
         rel: &RelationSpec,
-    ) -> Result<Vec<usize>, SpecError> {
+    ) -> Result<Vec<SortKey>, SpecError> {
         let mut order = Vec::new();
-        for name in &rel.order_by {
+        for entry in &rel.order_by {
+            let (field_name, descending) = SortKey::parse(entry.get_ref());
+            let name = Spanned::new(entry.span(), field_name.to_owned());
             let NodeOutput::Object(fields) = output else {
                 return self.error(
                     name.span(),
@@ -813,10 +991,28 @@ impl<'a> Lowering<'a> {
                         "",
                     )
                 }
-                Some(i) => order.push(i),
+                Some(i) => order.push(SortKey {
+                    field: i,
+                    descending,
+                }),
                 None => {
                     let columns = self.sources[self.source(&rel.source)?].column_names();
-                    let hint = if columns.contains(&name.get_ref().as_str()) {
+                    let renamed = fields.iter().find_map(|f| match f {
+                        OutField::Column { name: out, column }
+                            if columns.get(*column) == Some(&name.get_ref().as_str()) =>
+                        {
+                            Some(out.clone())
+                        }
+                        _ => None,
+                    });
+                    let hint = if let Some(out) = renamed {
+                        let direction = if descending { " desc" } else { "" };
+                        format!(
+                            "order_by sorts by output fields, and column `{}` is output as `{out}`: \
+                             write order_by = [\"{out}{direction}\"]",
+                            name.get_ref()
+                        )
+                    } else if columns.contains(&name.get_ref().as_str()) {
                         format!(
                             "`{}` is a column of `{}` but not one of the relation's fields, and order_by \
                              sorts by output fields: add it to `fields` (its fields are: {})",
@@ -857,7 +1053,24 @@ fn maybe<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Strin
 /// The declared type for a SQL type name someone may write instead, as advice.
 fn type_hint(written: &str) -> String {
     let lower = written.trim().to_ascii_lowercase();
+    if ColumnType::parse(&lower).is_some() {
+        return format!("type names are lower case: write `{lower}`; ");
+    }
     let base = lower.split(['(', ' ']).next().unwrap_or_default();
+    if matches!(base, "numeric" | "decimal" | "number") {
+        // numeric(precision, scale): only the scale matters here.
+        let args = lower
+            .split_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .map(|a| a.split(',').map(str::trim).collect::<Vec<_>>());
+        return match args.as_deref() {
+            Some([_, scale]) if scale.parse::<u32>().is_ok() => format!(
+                "`{written}` is written `decimal({scale})` here (the scale only; the precision \
+                 does not matter); "
+            ),
+            _ => format!("`{written}` is written `decimal` or `decimal(SCALE)` here; "),
+        };
+    }
     let ours = match base {
         "varchar" | "char" | "character" | "uuid" | "citext" | "enum" => "string",
         "bigint" | "smallint" | "int2" | "int4" | "int8" | "serial" | "bigserial" | "tinyint" => {

@@ -61,6 +61,24 @@ on = { order_id = "order_id" }
 value = "sku"
 "#;
 
+/// An ascending `order_by` entry on field `field`.
+fn asc(field: usize) -> SortKey {
+    SortKey {
+        field,
+        descending: false,
+    }
+}
+
+/// The 1-based number of the last line of `text` holding `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .last()
+        .map(|(i, _)| i + 1)
+        .unwrap_or_else(|| panic!("no line holds `{needle}`"))
+}
+
 /// `SHOP` with `old` (which must occur exactly once) replaced by `new`.
 fn shop_with(old: &str, new: &str) -> String {
     assert_eq!(
@@ -164,7 +182,7 @@ fn the_shop_example_loads() {
             child_columns: vec![0]
         })
     );
-    assert_eq!(root.children[1].order_by, vec![2]);
+    assert_eq!(root.children[1].order_by, vec![asc(2)]);
     assert_eq!(root.children[2].output, NodeOutput::Scalar(2));
     assert_eq!(
         root.children[1].source, root.children[2].source,
@@ -265,7 +283,7 @@ fn github_user_profile_lowers_to_the_expected_plan() {
             },
         ]),
         children: vec![],
-        order_by: vec![0],
+        order_by: vec![asc(0)],
     };
     let starred_repos = Node {
         path: "document.starred_repos(through stars)".into(),
@@ -278,7 +296,7 @@ fn github_user_profile_lowers_to_the_expected_plan() {
         cardinality: Cardinality::Many,
         output: NodeOutput::Through,
         children: vec![repos],
-        order_by: vec![0],
+        order_by: vec![asc(0)],
     };
     let pull_requests = Node {
         path: "document.pull_requests".into(),
@@ -313,7 +331,7 @@ fn github_user_profile_lowers_to_the_expected_plan() {
         ]),
         children: vec![],
         // created_at, repo, index: positions among the output fields
-        order_by: vec![3, 0, 1],
+        order_by: vec![asc(3), asc(0), asc(1)],
     };
     let payment_verified = Node {
         path: "document.payment_verified".into(),
@@ -642,6 +660,167 @@ fn order_by_names_output_fields_not_columns() {
     // `order_id` is a column of items, but not one of the relation's output fields.
     let text = shop_with(r#"order_by = ["line"]"#, r#"order_by = ["order_id"]"#);
     expect_error(&text, 37, r#""order_id""#, &["`order_by` names `order_id`"]);
+}
+
+#[test]
+fn order_by_sorts_descending_on_request() {
+    for entry in ["line desc", "line DESC", "-line", " line  desc "] {
+        let text = shop_with(
+            r#"order_by = ["line"]"#,
+            &format!("order_by = [\"{entry}\"]"),
+        );
+        let (_dir, plan) = load_text("shop.toml", &text);
+        let plan = plan.unwrap();
+        assert_eq!(
+            plan.products[0].root.children[1].order_by,
+            vec![SortKey {
+                field: 2,
+                descending: true
+            }],
+            "{entry}"
+        );
+    }
+    let text = shop_with(
+        r#"order_by = ["line"]"#,
+        r#"order_by = ["line asc", "sku"]"#,
+    );
+    let (_dir, plan) = load_text("shop.toml", &text);
+    assert_eq!(
+        plan.unwrap().products[0].root.children[1].order_by,
+        vec![asc(2), asc(0)]
+    );
+    // A misspelt field with a direction is still matched.
+    let text = shop_with(r#"order_by = ["line"]"#, r#"order_by = ["lin desc"]"#);
+    expect_error(
+        &text,
+        37,
+        r#""lin desc""#,
+        &["`order_by` names `lin`", "did you mean `line`?"],
+    );
+}
+
+#[test]
+fn order_by_a_renamed_column_says_its_output_name() {
+    let text = shop_with(
+        r#"fields = ["sku", "qty", "line"]"#,
+        r#"fields = ["sku", "qty", { name = "position", column = "line" }]"#,
+    );
+    expect_error(
+        &text,
+        37,
+        r#""line""#,
+        &[
+            "column `line` is output as `position`",
+            "write order_by = [\"position\"]",
+        ],
+    );
+}
+
+#[test]
+fn toml_shape_mistakes_get_advice_in_our_words() {
+    let text = shop_with(
+        r#"primary_key = ["order_id"]"#,
+        r#"primary_key = "order_id""#,
+    );
+    expect_error(
+        &text,
+        line_of(&text, r#"primary_key = "order_id""#),
+        r#""order_id""#,
+        &["a list is written in brackets: primary_key = [\"order_id\"]"],
+    );
+    let text = SHOP.replacen("[[document.relations]]", "[document.relations]", 1);
+    expect_error(
+        &text,
+        31,
+        "relations]]",
+        &[
+            "this table was opened before as a single table",
+            "[[...]] (double brackets)",
+        ],
+    );
+    let text = SHOP.replace(
+        "[[document.relations]]\nname = \"items\"",
+        "[sources.items]\ntopic = \"x\"\n[[document.relations]]\nname = \"items\"",
+    );
+    expect_error(
+        &text,
+        31,
+        "items]",
+        &["source `items` is declared twice: keep one [sources.items] section"],
+    );
+    let text = shop_with(
+        r#"on = { customer_id = "id" }"#,
+        "on = { customer_id = \"id\" }\nthrough = \"orders\"",
+    );
+    let message = expect_error(
+        &text,
+        line_of(&text, r#""orders""#),
+        r#""orders""#,
+        &[
+            "expected a table { source",
+            "through is written through = { source",
+        ],
+    );
+    assert!(!message.contains("ThroughSpec"), "{message}");
+}
+
+#[test]
+fn type_names_from_sql_and_other_languages_are_translated() {
+    for (written, advice) in [
+        (
+            "numeric(10,2)",
+            "`numeric(10,2)` is written `decimal(2)` here",
+        ),
+        (
+            "decimal(12, 4)",
+            "`decimal(12, 4)` is written `decimal(4)` here",
+        ),
+        ("String", "type names are lower case: write `string`"),
+        ("BOOL", "type names are lower case: write `bool`"),
+    ] {
+        let text = shop_with(r#"qty = "int""#, &format!("qty = \"{written}\""));
+        expect_error(
+            &text,
+            line_of(&text, &format!("\"{written}\"")),
+            &format!("\"{written}\""),
+            &[advice],
+        );
+    }
+}
+
+#[test]
+fn a_relation_listed_in_fields_is_explained() {
+    let text = shop_with(
+        r#"fields = ["sku", "qty", "line"]"#,
+        r#"fields = ["sku", "qty", "line", "skus"]"#,
+    );
+    let items = SHOP.replacen(
+        r#"fields = ["sku", "qty", "line"]"#,
+        "fields = [\"sku\", \"qty\", \"line\"]\n\n[[document.relations.relations]]\nname = \"same\"\ncardinality = \"many\"\nsource = \"items\"\non = { order_id = \"order_id\" }\nvalue = \"sku\"",
+        1,
+    );
+    // A relation of the same node named in fields.
+    let nested = items.replacen(
+        r#"fields = ["sku", "qty", "line"]"#,
+        r#"fields = ["sku", "qty", "line", "same"]"#,
+        1,
+    );
+    expect_error(
+        &nested,
+        line_of(&nested, r#""line", "same"]"#),
+        r#""same""#,
+        &[
+            "`same` is a relation, not a column of `items`",
+            "remove it from `fields`",
+        ],
+    );
+    // A sibling relation's name is just not a column.
+    expect_error(
+        &text,
+        line_of(&text, r#""line", "skus"]"#),
+        r#""skus""#,
+        &["source `items` has no column `skus`"],
+    );
 }
 
 #[test]
@@ -991,10 +1170,10 @@ fn merge_rejects_a_topic_declared_with_different_columns() {
         .unwrap_err()
         .to_string();
     assert!(
-        message.contains(
-            "topic shop.public.customers is declared with other columns or primary key in"
-        ) && message.contains("customers.toml")
-            && message.contains("shop.toml"),
+        message.contains("topic shop.public.customers is declared differently in")
+            && message.contains("customers.toml")
+            && message.contains("shop.toml")
+            && message.contains("it lacks email"),
         "{message}"
     );
     assert!(
@@ -1003,11 +1182,16 @@ fn merge_rejects_a_topic_declared_with_different_columns() {
     );
 
     // A different column type, or a different primary key, is different too.
-    for (old, new) in [
-        (r#"total = "decimal(2)""#, r#"total = "decimal(3)""#),
+    for (old, new, difference) in [
+        (
+            r#"total = "decimal(2)""#,
+            r#"total = "decimal(3)""#,
+            "`total` is decimal(2) there, decimal(3) here",
+        ),
         (
             r#"primary_key = ["order_id"]"#,
             r#"primary_key = ["order_id", "customer_id"]"#,
+            "the primary key is (order_id) there, (order_id, customer_id) here",
         ),
     ] {
         let (_b, customers) = load_text("customers.toml", &CUSTOMERS.replace(old, new));
@@ -1020,7 +1204,8 @@ fn merge_rejects_a_topic_declared_with_different_columns() {
             .unwrap_err()
             .to_string();
         assert!(
-            message.contains("topic shop.public.orders is declared with other columns"),
+            message.contains("topic shop.public.orders is declared differently")
+                && message.contains(difference),
             "{message}"
         );
     }
@@ -1037,7 +1222,9 @@ fn merge_rejects_products_with_the_same_name_or_output_topic() {
         .unwrap_err()
         .to_string();
     assert!(
-        message.contains("product shop_orders") && message.contains("again.toml"),
+        message.contains("product name `shop_orders` of")
+            && message.contains("again.toml is taken by")
+            && message.contains("shop.toml"),
         "{message}"
     );
     let same_topic = CUSTOMERS.replace("shop.customers_doc", "shop.orders_doc");
@@ -1048,7 +1235,38 @@ fn merge_rejects_products_with_the_same_name_or_output_topic() {
     .unwrap_err()
     .to_string();
     assert!(
-        message.contains("clashes with another product of the same name or output topic"),
+        message.contains("output topic shop.orders_doc of product `shop_customers`")
+            && message.contains("is the output topic of product `shop_orders`"),
+        "{message}"
+    );
+    // A refused file changes nothing.
+    assert_eq!(plan.products.len(), 1);
+}
+
+#[test]
+fn every_file_is_checked_and_a_file_named_twice_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a_shop.toml"), SHOP).unwrap();
+    std::fs::write(
+        dir.path().join("b_bad.toml"),
+        SHOP.replace(r#"qty = "int""#, r#"qty = "integr""#),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c_clash.toml"),
+        CUSTOMERS.replace("shop.customers_doc", "shop.orders_doc"),
+    )
+    .unwrap();
+    let folder = dir.path().to_path_buf();
+    let again = dir.path().join(".").join("a_shop.toml");
+    let (plan, errors) = load_each(&[folder.clone(), again]).unwrap();
+    assert_eq!(plan.products.len(), 1, "a_shop loads once");
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(format!("{:#}", errors[0]).contains("b_bad.toml:"));
+    assert!(format!("{:#}", errors[1]).contains("c_clash.toml"));
+    let message = format!("{:#}", load_all(&[folder]).unwrap_err());
+    assert!(
+        message.starts_with("2 product files have errors"),
         "{message}"
     );
 }

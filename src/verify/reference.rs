@@ -14,7 +14,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::plan::{Node, NodeOutput, OutField, Plan, ProductPlan, SourceId, SourcePlan};
+use crate::plan::{Node, NodeOutput, OutField, Plan, ProductPlan, SortKey, SourceId, SourcePlan};
 use crate::spec::Cardinality;
 use crate::value::{write_json, write_scalar, Row, Value};
 
@@ -157,12 +157,18 @@ impl<'t> Evaluator<'t> {
     }
 }
 
-/// The list order: the `order_by` fields in turn, then the whole item.
-fn compare_items(a: &Value, b: &Value, order_by: &[usize]) -> Ordering {
-    for &i in order_by {
-        match field(a, i).cmp(field(b, i)) {
-            Ordering::Equal => {}
-            unequal => return unequal,
+/// The list order: the `order_by` fields in turn, each ascending or descending, then the whole
+/// item (ascending).
+fn compare_items(a: &Value, b: &Value, order_by: &[SortKey]) -> Ordering {
+    for key in order_by {
+        let ordering = field(a, key.field).cmp(field(b, key.field));
+        let ordering = if key.descending {
+            ordering.reverse()
+        } else {
+            ordering
+        };
+        if ordering != Ordering::Equal {
+            return ordering;
         }
     }
     a.cmp(b)
