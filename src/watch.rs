@@ -141,7 +141,7 @@ impl Watcher {
         if let Some(old) = self.files.get(path) {
             next.products.retain(|p| !old.products.contains(&p.name));
         }
-        plan::merge(&mut next, new.clone())?;
+        plan::merge(&mut next, new.clone(), plan::Sharing::Running)?;
         let topics: Vec<&str> = new.sources.iter().map(|s| s.topic.as_str()).collect();
         let counts = kafka
             .partition_counts(&topics, Duration::ZERO)

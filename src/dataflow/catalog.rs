@@ -136,7 +136,7 @@ impl Catalog {
             .map(&mut writer)
             .collect::<anyhow::Result<Vec<_>>>()?;
         let first = self.plan.products.len();
-        crate::plan::merge(&mut self.plan, plan)?;
+        crate::plan::merge(&mut self.plan, plan, crate::plan::Sharing::Running)?;
         let mut new_sources = Vec::new();
         for (i, writer) in (first..self.plan.products.len()).zip(writers) {
             let product = self.plan.products[i].clone();

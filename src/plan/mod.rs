@@ -388,49 +388,108 @@ pub fn load_each(paths: &[std::path::PathBuf]) -> anyhow::Result<(Plan, Vec<anyh
     };
     let mut errors = Vec::new();
     for file in files {
-        if let Err(e) = load(&file).and_then(|other| merge(&mut plan, other)) {
+        if let Err(e) = load(&file).and_then(|other| merge(&mut plan, other, Sharing::Union)) {
             errors.push(e);
         }
     }
     Ok((plan, errors))
 }
 
-/// Adds `other`'s products to `plan`, sharing sources that read the same topic the same way.
+/// How [`merge`] may treat a source that products of the plan already read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Before the job runs: a shared source holds the union of the columns its products
+    /// declare.
+    Union,
+    /// In a running job: the rows of a source in use are held already, so a new product may
+    /// declare some of its columns, not more.
+    Running,
+}
+
+/// Adds `other`'s products to `plan`, sharing sources that read the same topic.
 ///
-/// A source no product uses any more (its product was removed from a running job) takes the new
-/// declaration; one in use must be declared the same way.
-pub fn merge(plan: &mut Plan, other: Plan) -> anyhow::Result<()> {
-    check_merge(plan, &other)?;
+/// Product files that read one topic may declare different columns of it (each the ones it
+/// uses) but must agree on the types of the columns they both declare and on the primary key;
+/// the shared source holds the union of the columns (in a running job: the columns it has).
+/// Column numbers in `other`'s products are renumbered to the shared source's. A source no
+/// product uses any more (its product was removed from a running job) takes the new
+/// declaration. Nothing changes when the products do not fit.
+pub fn merge(plan: &mut Plan, other: Plan, sharing: Sharing) -> anyhow::Result<()> {
+    check_merge(plan, &other, sharing)?;
     let used = plan.used_sources();
     let mut remap = Vec::new();
+    // Per source of `other`: its column numbers in the shared source.
+    let mut columns: Vec<Vec<usize>> = Vec::new();
     for source in other.sources {
         let id = match plan.sources.iter().position(|s| s.topic == source.topic) {
             Some(id) if !used.contains(&id) => {
-                plan.sources[id] = source;
+                plan.sources[id] = source.clone();
                 id
             }
             Some(id) => id,
             None => {
-                plan.sources.push(source);
+                plan.sources.push(source.clone());
                 plan.sources.len() - 1
             }
         };
+        let shared = &mut plan.sources[id];
+        let mut numbers = Vec::new();
+        for column in &source.columns {
+            let n = match shared.columns.iter().position(|c| c.name == column.name) {
+                Some(n) => n,
+                None => {
+                    // Union (checked above): the new column goes at the end, so the numbers
+                    // of the products already merged stay valid.
+                    shared.columns.push(column.clone());
+                    shared.columns.len() - 1
+                }
+            };
+            numbers.push(n);
+        }
         remap.push(id);
+        columns.push(numbers);
     }
     for mut product in other.products {
-        fn renumber(node: &mut Node, remap: &[usize]) {
-            node.source = remap[node.source];
-            node.children.iter_mut().for_each(|c| renumber(c, remap));
-        }
-        renumber(&mut product.root, &remap);
+        renumber(&mut product.root, None, &remap, &columns);
         plan.products.push(product);
     }
     Ok(())
 }
 
-/// Whether `other` fits the products of `plan`: every topic they share is declared alike (all
-/// differences are listed), and no product name or output topic is taken.
-fn check_merge(plan: &Plan, other: &Plan) -> anyhow::Result<()> {
+/// Renumbers a node of a merged file: its source to the shared source, its columns (and its
+/// link's, whose parent columns belong to `parent`, the parent's source in the file) to the
+/// shared source's columns.
+fn renumber(node: &mut Node, parent: Option<SourceId>, remap: &[SourceId], columns: &[Vec<usize>]) {
+    let own = &columns[node.source];
+    if let (Some(link), Some(parent)) = (node.link.as_mut(), parent) {
+        for c in link.parent_columns.iter_mut() {
+            *c = columns[parent][*c];
+        }
+        for c in link.child_columns.iter_mut() {
+            *c = own[*c];
+        }
+    }
+    match &mut node.output {
+        NodeOutput::Scalar(c) => *c = own[*c],
+        NodeOutput::Object(fields) => {
+            for field in fields.iter_mut() {
+                if let OutField::Column { column, .. } = field {
+                    *column = own[*column];
+                }
+            }
+        }
+        NodeOutput::Through => {}
+    }
+    let source = node.source;
+    for child in node.children.iter_mut() {
+        renumber(child, Some(source), remap, columns);
+    }
+    node.source = remap[source];
+}
+
+/// Whether `other` fits the products of `plan`: every topic they share is declared compatibly
+/// (all differences are listed), and no product name or output topic is taken.
+fn check_merge(plan: &Plan, other: &Plan, sharing: Sharing) -> anyhow::Result<()> {
     let used = plan.used_sources();
     let new_file = other
         .products
@@ -446,7 +505,7 @@ fn check_merge(plan: &Plan, other: &Plan) -> anyhow::Result<()> {
             continue;
         }
         let existing = &plan.sources[id];
-        let differences = declaration_differences(existing, source);
+        let differences = declaration_differences(existing, source, sharing);
         if differences.is_empty() {
             continue;
         }
@@ -485,36 +544,34 @@ fn check_merge(plan: &Plan, other: &Plan) -> anyhow::Result<()> {
         return Ok(());
     }
     let help = if problems.iter().any(|p| p.starts_with("topic ")) {
-        "\n  = help: the products of one job read a topic once, so every file that reads it \
-         declares it alike: the same primary key and the same columns (the union of the columns \
-         they use) with the same types"
+        "\n  = help: the products of one job read a topic once, so the files that read it must \
+         agree on its primary key and on the type of every column they both declare"
     } else {
         ""
     };
     anyhow::bail!("{}{help}", problems.join("\n"))
 }
 
-/// How the declaration `new` of a topic differs from `old`, one line per difference.
-fn declaration_differences(old: &SourcePlan, new: &SourcePlan) -> Vec<String> {
+/// How the declaration `new` of a topic conflicts with `old`, one line per conflict: a column
+/// both declare with other types, another primary key, and (in a running job) columns the
+/// running source does not hold.
+fn declaration_differences(old: &SourcePlan, new: &SourcePlan, sharing: Sharing) -> Vec<String> {
     let mut out = Vec::new();
     let find = |s: &SourcePlan, name: &str| s.columns.iter().find(|c| c.name == name).cloned();
-    let missing: Vec<&str> = old
-        .columns
-        .iter()
-        .filter(|c| find(new, &c.name).is_none())
-        .map(|c| c.name.as_str())
-        .collect();
-    if !missing.is_empty() {
-        out.push(format!("it lacks {}", missing.join(", ")));
-    }
-    let extra: Vec<&str> = new
-        .columns
-        .iter()
-        .filter(|c| find(old, &c.name).is_none())
-        .map(|c| c.name.as_str())
-        .collect();
-    if !extra.is_empty() {
-        out.push(format!("it adds {}", extra.join(", ")));
+    if sharing == Sharing::Running {
+        let extra: Vec<&str> = new
+            .columns
+            .iter()
+            .filter(|c| find(old, &c.name).is_none())
+            .map(|c| c.name.as_str())
+            .collect();
+        if !extra.is_empty() {
+            out.push(format!(
+                "the running job holds its rows without {} (restart the job to add columns to a \
+                 topic it reads)",
+                extra.join(", ")
+            ));
+        }
     }
     for c in &new.columns {
         if let Some(o) = find(old, &c.name) {
@@ -522,12 +579,6 @@ fn declaration_differences(old: &SourcePlan, new: &SourcePlan) -> Vec<String> {
                 out.push(format!("`{}` is {} there, {} here", c.name, o.ty, c.ty));
             }
         }
-    }
-    if missing.is_empty() && extra.is_empty() && old.column_names() != new.column_names() {
-        out.push(format!(
-            "the columns are in another order ({} there)",
-            old.column_names().join(", ")
-        ));
     }
     let key = |s: &SourcePlan| {
         s.key

@@ -1097,8 +1097,8 @@ fn merge_shares_sources_with_the_same_topic() {
         sources: Vec::new(),
         products: Vec::new(),
     };
-    merge(&mut plan, shop).unwrap();
-    merge(&mut plan, customers).unwrap();
+    merge(&mut plan, shop, Sharing::Union).unwrap();
+    merge(&mut plan, customers, Sharing::Union).unwrap();
 
     // orders, customers, items from SHOP; CUSTOMERS adds nothing new.
     let topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
@@ -1154,33 +1154,88 @@ fn load_all_reads_a_folder_in_name_order() {
 }
 
 #[test]
-fn merge_rejects_a_topic_declared_with_different_columns() {
-    let (_a, shop) = load_text("shop.toml", SHOP);
+fn merge_unites_the_columns_files_declare_of_a_topic() {
+    // The same customers topic: declared in another order, without `email`, with `phone`.
     let other = CUSTOMERS.replace(
         r#"columns = { id = "int", name = "string", email = "string" }"#,
-        r#"columns = { id = "int", name = "string" }"#,
+        r#"columns = { phone = "string", name = "string", id = "int" }"#,
     );
-    let (_b, customers) = load_text("customers.toml", &other);
+    let shop = || load_text("shop.toml", SHOP).1.unwrap();
+    let customers = || load_text("customers.toml", &other).1.unwrap();
     let mut plan = Plan {
         sources: Vec::new(),
         products: Vec::new(),
     };
-    merge(&mut plan, shop.unwrap()).unwrap();
-    let message = merge(&mut plan, customers.unwrap())
+    merge(&mut plan, shop(), Sharing::Union).unwrap();
+    let before = plan.products[0].clone();
+    merge(&mut plan, customers(), Sharing::Union).unwrap();
+    let shared = plan
+        .sources
+        .iter()
+        .find(|s| s.topic == "shop.public.customers")
+        .unwrap();
+    assert_eq!(shared.column_names(), vec!["id", "name", "email", "phone"]);
+    assert_eq!(plan.products[0], before, "the first product's numbers stay");
+    // The second product's columns are renumbered to the shared source's.
+    let root = &plan.products[1].root;
+    assert_eq!(
+        root.output,
+        NodeOutput::Object(vec![
+            OutField::Column {
+                name: "id".into(),
+                column: 0
+            },
+            OutField::Column {
+                name: "name".into(),
+                column: 1
+            },
+            OutField::Child {
+                name: "orders".into(),
+                child: 0
+            },
+        ])
+    );
+    assert_eq!(
+        root.children[0].link.as_ref().unwrap().parent_columns,
+        vec![0]
+    );
+
+    // A running job holds the rows already: fewer columns are fine, more are not.
+    let mut running = Plan {
+        sources: Vec::new(),
+        products: Vec::new(),
+    };
+    merge(&mut running, shop(), Sharing::Running).unwrap();
+    let message = merge(&mut running, customers(), Sharing::Running)
         .unwrap_err()
         .to_string();
     assert!(
         message.contains("topic shop.public.customers is declared differently in")
             && message.contains("customers.toml")
             && message.contains("shop.toml")
-            && message.contains("it lacks email"),
+            && message.contains("the running job holds its rows without phone"),
         "{message}"
     );
     assert!(
         message.contains("`customers`") && message.contains("`clients`"),
         "{message}"
     );
+    assert_eq!(running.products.len(), 1, "nothing changed");
+    let fewer = other.replace(r#"phone = "string", "#, "");
+    merge(
+        &mut running,
+        load_text("customers.toml", &fewer).1.unwrap(),
+        Sharing::Running,
+    )
+    .unwrap();
+    assert_eq!(
+        running.sources[running.products[1].root.source].column_names(),
+        vec!["id", "name", "email"]
+    );
+}
 
+#[test]
+fn merge_rejects_a_topic_declared_with_other_types_or_key() {
     // A different column type, or a different primary key, is different too.
     for (old, new, difference) in [
         (
@@ -1199,8 +1254,13 @@ fn merge_rejects_a_topic_declared_with_different_columns() {
             sources: Vec::new(),
             products: Vec::new(),
         };
-        merge(&mut plan, load_text("shop.toml", SHOP).1.unwrap()).unwrap();
-        let message = merge(&mut plan, customers.unwrap())
+        merge(
+            &mut plan,
+            load_text("shop.toml", SHOP).1.unwrap(),
+            Sharing::Union,
+        )
+        .unwrap();
+        let message = merge(&mut plan, customers.unwrap(), Sharing::Union)
             .unwrap_err()
             .to_string();
         assert!(
@@ -1217,10 +1277,19 @@ fn merge_rejects_products_with_the_same_name_or_output_topic() {
         sources: Vec::new(),
         products: Vec::new(),
     };
-    merge(&mut plan, load_text("shop.toml", SHOP).1.unwrap()).unwrap();
-    let message = merge(&mut plan, load_text("again.toml", SHOP).1.unwrap())
-        .unwrap_err()
-        .to_string();
+    merge(
+        &mut plan,
+        load_text("shop.toml", SHOP).1.unwrap(),
+        Sharing::Union,
+    )
+    .unwrap();
+    let message = merge(
+        &mut plan,
+        load_text("again.toml", SHOP).1.unwrap(),
+        Sharing::Union,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         message.contains("product name `shop_orders` of")
             && message.contains("again.toml is taken by")
@@ -1231,6 +1300,7 @@ fn merge_rejects_products_with_the_same_name_or_output_topic() {
     let message = merge(
         &mut plan,
         load_text("customers.toml", &same_topic).1.unwrap(),
+        Sharing::Union,
     )
     .unwrap_err()
     .to_string();
@@ -1294,7 +1364,7 @@ fn merge_lets_a_source_no_product_reads_any_more_take_a_new_declaration() {
         sources: Vec::new(),
         products: Vec::new(),
     };
-    merge(&mut plan, shop.unwrap()).unwrap();
+    merge(&mut plan, shop.unwrap(), Sharing::Running).unwrap();
     let sources_before = plan.sources.len();
     // The product was removed from a running job: its sources stay declared but unused.
     plan.products.clear();
@@ -1303,7 +1373,7 @@ fn merge_lets_a_source_no_product_reads_any_more_take_a_new_declaration() {
         r#"columns = { id = "int", name = "string" }"#,
     );
     let (_b, customers) = load_text("customers.toml", &other);
-    merge(&mut plan, customers.unwrap()).unwrap();
+    merge(&mut plan, customers.unwrap(), Sharing::Running).unwrap();
     assert_eq!(plan.sources.len(), sources_before, "ids are kept");
     let customers = plan
         .sources
