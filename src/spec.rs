@@ -196,29 +196,30 @@ impl SourceText {
         format!("{}:{line}:{column}", self.path.display())
     }
 
-    /// The text of the line holding a byte offset.
-    pub fn line_at(&self, offset: usize) -> &str {
+    /// The byte range of the line holding a byte offset (without its newline).
+    fn line_range(&self, offset: usize) -> std::ops::Range<usize> {
         let offset = offset.min(self.text.len());
         let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
         let end = self.text[offset..]
             .find('\n')
             .map(|i| offset + i)
             .unwrap_or(self.text.len());
-        &self.text[start..end]
+        start..end
+    }
+
+    /// The text of the line holding a byte offset.
+    pub fn line_at(&self, offset: usize) -> &str {
+        &self.text[self.line_range(offset)]
     }
 
     /// The line holding a byte offset, with a caret under the spot.
     pub fn excerpt(&self, offset: usize) -> String {
         let offset = offset.min(self.text.len());
-        let start = self.text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let end = self.text[offset..]
-            .find('\n')
-            .map(|i| offset + i)
-            .unwrap_or(self.text.len());
-        let line = &self.text[start..end];
+        let range = self.line_range(offset);
         format!(
-            "  | {line}\n  | {}^",
-            " ".repeat(self.text[start..offset].chars().count())
+            "  | {}\n  | {}^",
+            &self.text[range.clone()],
+            " ".repeat(self.text[range.start..offset].chars().count())
         )
     }
 }
