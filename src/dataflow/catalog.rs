@@ -192,10 +192,21 @@ impl Catalog {
                 }
             }
             let relations = self.plan.relations(&product);
+            let mut shared = 0;
             for relation in &relations {
-                if !self.relations.contains_key(&relation.id) {
+                if self.relations.contains_key(&relation.id) {
+                    shared += 1;
+                } else {
                     self.install_relation(worker, relation);
                 }
+            }
+            if worker.index() == 0 {
+                tracing::info!(
+                    product = %product.name,
+                    relations = relations.len(),
+                    shared_relations = shared,
+                    "rendering a product: nested relations already rendered are imported"
+                );
             }
             let relations = relations.into_iter().map(|r| r.id).collect();
             self.install_product(
