@@ -12,8 +12,8 @@
 //!   its documents and sinking them to its output topic.
 //!
 //! A product added to a running job is hydrated from the arrangements and relations already in
-//! memory; a source, arrangement or relation no product uses any more is dropped. Every worker must install and remove the
-//! same products in the same order: the job sequences these commands.
+//! memory; a source, arrangement or relation no product uses any more is dropped. Every worker
+//! must install and remove the same products in the same order: the job sequences these commands.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -157,7 +157,7 @@ impl Catalog {
     }
 
     /// Adds the products of `plan` (one product file, or several merged), installing the
-    /// sources and shared arrangements they need that are not installed yet. `writer` gives
+    /// sources, shared arrangements and nested relations they need that are not installed yet. `writer` gives
     /// each product's writer. Returns the sources installed now (the job starts reading them).
     pub fn install(
         &mut self,
@@ -222,8 +222,8 @@ impl Catalog {
         Ok(new_sources)
     }
 
-    /// Drops a product's dataflow, and the relations, arrangements and sources only it used. Returns the
-    /// sources dropped (the job stops reading them).
+    /// Drops a product's dataflow, and the relations, arrangements and sources only it used.
+    /// Returns the sources dropped (the job stops reading them).
     pub fn remove(&mut self, worker: &mut Worker, name: &str) -> anyhow::Result<Vec<SourceId>> {
         let at = self
             .products

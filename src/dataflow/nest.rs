@@ -1,7 +1,9 @@
-//! Renders a product's document tree bottom-up: each node's items keyed by the columns that link
-//! them to their parent, each child collection reduced to its ordered list (or single item) per
-//! link key, joined to the parent rows through an arrangement of the parent keyed by its link
-//! columns, and every parent row built into its item in one reduce over its parts.
+//! Renders a product's document tree bottom-up, one node at a time: each node's items keyed by
+//! the columns that link them to their parent ([`Renderer::items`]), each child collection
+//! reduced to its ordered list (or single item) per link key ([`nest`]), joined to the parent
+//! rows through an arrangement of the parent keyed by its link columns, and every parent row
+//! built into its item in one reduce over its parts. The catalog renders each distinct nested
+//! relation once, in its own dataflow, and parents import its lists.
 //!
 //! Joins are inner in differential; the left-outer semantics (no children → `[]` or `null`) come
 //! from that final reduce, which sees the row and whichever child values exist.
