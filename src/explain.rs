@@ -1,12 +1,13 @@
 //! `denorm explain`: the plan as text — sources, the arrangements the dataflow builds (and which
-//! relations share them), the nesting tree and the outputs; [`dot`] draws the same as a graph.
+//! relations share them), the nested relations rendered once (and which products and parents
+//! nest each), the nesting tree and the outputs; [`dot`] draws the plan as a graph.
 
 pub mod dot;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::plan::{Node, NodeOutput, OutField, Plan};
+use crate::plan::{Node, NodeOutput, OutField, Plan, RelationId};
 use crate::spec::Cardinality;
 
 fn columns(plan: &Plan, source: usize, cols: &[usize]) -> String {
@@ -28,6 +29,25 @@ pub fn arrangements(plan: &Plan) -> BTreeMap<(usize, Vec<usize>), Vec<String>> {
                         .or_default()
                         .push(format!("{}:{}", product.name, child.path));
                 }
+            }
+        }
+    }
+    out
+}
+
+/// The distinct nested relations (each rendered once), with the places that nest each
+/// (`product:path`), in the order of their first use.
+pub fn relations(plan: &Plan) -> Vec<(RelationId, Vec<String>)> {
+    let mut out: Vec<(RelationId, Vec<String>)> = Vec::new();
+    for product in &plan.products {
+        for node in product.root.walk() {
+            let Some(id) = RelationId::of(node) else {
+                continue;
+            };
+            let place = format!("{}:{}", product.name, node.path);
+            match out.iter_mut().find(|(r, _)| *r == id) {
+                Some((_, users)) => users.push(place),
+                None => out.push((id, vec![place])),
             }
         }
     }
@@ -61,6 +81,24 @@ pub fn explain(plan: &Plan) -> String {
             "  {}({}) used by {}",
             plan.sources[source].name,
             columns(plan, source, &cols),
+            users.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "nested relations, each rendered once (shared when the subtrees are equal):"
+    );
+    for (id, users) in relations(plan) {
+        let shared = if users.len() > 1 {
+            format!("shared by {}", users.len())
+        } else {
+            "own".to_string()
+        };
+        let _ = writeln!(
+            out,
+            "  {}({}) [{shared}] nested as {}",
+            plan.sources[id.source].name,
+            columns(plan, id.source, &id.key),
             users.join(", ")
         );
     }

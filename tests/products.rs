@@ -218,6 +218,112 @@ fn products_are_added_removed_and_rebuilt_while_the_job_runs() {
     assert!(status.success(), "{}", log_of(&log));
 }
 
+/// The test data product that nests relations of both GitHub products, with topics of `prefix`.
+fn repo_feed_text(prefix: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/github_repo_feed.toml"),
+    )
+    .unwrap()
+    .replace("\"github.", &format!("\"{prefix}."))
+}
+
+#[test]
+fn a_third_product_added_to_a_running_job_shares_relations_and_all_three_verify() {
+    let prefix = unique("third");
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("products");
+    std::fs::create_dir(&folder).unwrap();
+    let profile = product_file(&folder, "github_user_profile.toml", &prefix);
+    let card = product_file(&folder, "github_repo_card.toml", &prefix);
+    generate(&profile, 21);
+
+    let log = data.path().join("job.log");
+    let job = denorm()
+        .args([
+            "run",
+            folder.to_str().unwrap(),
+            "--brokers",
+            &brokers(),
+            "-w",
+            "2",
+            "--watch-interval",
+            "0.3",
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let job = scopeguard(job);
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&profile)
+            && verify_ok(&card)),
+        "the first two products never verified: {}{}\n{}",
+        verify_report(&profile),
+        verify_report(&card),
+        log_of(&log)
+    );
+
+    // The third nests relations of both: explain says so, and it is hydrated from them.
+    drop_in(&folder, "github_repo_feed.toml", &repo_feed_text(&prefix));
+    let feed = folder.join("github_repo_feed.toml");
+    let explained = run_ok(&["explain", folder.to_str().unwrap()]);
+    for shared in [
+        "github_repo_card:document.pull_requests, github_repo_feed:document.prs",
+        "github_repo_feed:document.owner_profile.starred_repos, github_user_profile:document.starred_repos",
+    ] {
+        assert!(explained.contains(shared), "{shared} in:\n{explained}");
+    }
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&feed)),
+        "the third product never verified: {}\n{}",
+        verify_report(&feed),
+        log_of(&log)
+    );
+    let text = log_of(&log);
+    assert!(
+        text.contains("github_repo_feed") && text.contains("new_sources=0"),
+        "{text}"
+    );
+    // Of its five relations, four were rendered already for the other two products.
+    assert!(
+        text.contains("product=github_repo_feed relations=5 shared_relations=4"),
+        "{text}"
+    );
+
+    // Changes flow to all three.
+    generate(&profile, 22);
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&profile)
+            && verify_ok(&card)
+            && verify_ok(&feed)),
+        "after more changes: {}{}{}\n{}",
+        verify_report(&profile),
+        verify_report(&card),
+        verify_report(&feed),
+        log_of(&log)
+    );
+
+    // Removing the product whose relations the third one imports: the shared relations stay,
+    // and changes still reach the other two.
+    std::fs::remove_file(&card).unwrap();
+    assert!(wait_for(Duration::from_secs(30), || log_of(&log)
+        .contains("removed a product")));
+    generate(&profile, 23);
+    assert!(
+        wait_for(Duration::from_secs(60), || verify_ok(&profile)
+            && verify_ok(&feed)),
+        "after removing the repo card: {}{}\n{}",
+        verify_report(&profile),
+        verify_report(&feed),
+        log_of(&log)
+    );
+
+    let status = stop(job.into_inner());
+    assert!(status.success(), "{}", log_of(&log));
+}
+
 /// Kills the job if the test fails before stopping it.
 struct Guard(Option<Child>);
 

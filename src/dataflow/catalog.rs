@@ -4,12 +4,16 @@
 //! - One dataflow per source: its input, the upsert state, and its rows arranged by primary key.
 //! - One dataflow per shared arrangement of a source by other columns (the columns children link
 //!   to their parent on), importing the source's rows.
-//! - One dataflow per product, importing the arrangements it needs, nesting its documents and
-//!   sinking them to its output topic.
+//! - One dataflow per distinct nested relation (a child node and its subtree, identified by
+//!   [`RelationId`]): its items, built from its source's rows and the values of the relations
+//!   nested in it (imported), reduced to one list or item per link key. Equal relations of several
+//!   parents or products are rendered once.
+//! - One dataflow per product, importing the arrangements and relations its root needs, building
+//!   its documents and sinking them to its output topic.
 //!
-//! A product added to a running job is hydrated from the arrangements already in memory; a source
-//! or arrangement no product uses any more is dropped. Every worker must install and remove the
-//! same products in the same order: the job sequences these commands.
+//! A product added to a running job is hydrated from the arrangements and relations already in
+//! memory; a source, arrangement or relation no product uses any more is dropped. Every worker
+//! must install and remove the same products in the same order: the job sequences these commands.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
@@ -19,15 +23,17 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
 use differential_dataflow::AsCollection;
 use timely::dataflow::operators::{Concat, Probe};
-use timely::dataflow::ProbeHandle;
+use timely::dataflow::{ProbeHandle, Scope};
 use timely::progress::frontier::{Antichain, AntichainRef};
 use timely::worker::Worker;
 
-use super::nest::{link_key, Renderer};
+use super::nest::{link_key, nest, Items, NestSpine, Nested, Renderer};
 use super::sink::{self, Control, Failure, SharedWriter};
 use super::upsert;
 use super::{EmittedInput, HoldInput, SourceInput, Time};
-use crate::plan::{KeyedArrangement, Plan, ProductPlan, SourceId, SourcePlan};
+use crate::plan::{
+    KeyedArrangement, Node, Plan, ProductPlan, RelationId, SharedRelation, SourceId, SourcePlan,
+};
 use crate::value::Row;
 
 /// A trace of rows: by primary key (value: the row) or by link columns (value: primary key).
@@ -42,6 +48,14 @@ struct InstalledSource {
 struct InstalledKeyed {
     dataflow: usize,
     trace: RowTrace,
+}
+
+/// A nested relation's values per link key.
+pub type NestTrace = TraceAgent<NestSpine>;
+
+struct InstalledRelation {
+    dataflow: usize,
+    trace: NestTrace,
 }
 
 /// A product's dataflow and the handles the job drives it with.
@@ -62,6 +76,8 @@ pub struct InstalledProduct {
     pub control: Control,
     pub sources: BTreeSet<SourceId>,
     keyed: Vec<KeyedArrangement>,
+    /// Every nested relation of the product's tree (also those its relations nest).
+    relations: Vec<RelationId>,
 }
 
 /// The installed dataflows of one worker.
@@ -70,6 +86,7 @@ pub struct Catalog {
     pub plan: Plan,
     sources: HashMap<SourceId, InstalledSource>,
     keyed: HashMap<KeyedArrangement, InstalledKeyed>,
+    relations: HashMap<RelationId, InstalledRelation>,
     pub products: Vec<InstalledProduct>,
     /// The time the inputs are at; new inputs start there.
     time: Time,
@@ -90,6 +107,7 @@ impl Catalog {
             },
             sources: HashMap::new(),
             keyed: HashMap::new(),
+            relations: HashMap::new(),
             products: Vec::new(),
             time: 0,
         }
@@ -119,8 +137,27 @@ impl Catalog {
         out
     }
 
+    /// The nested relations installed (each rendered once), with the products that use each.
+    pub fn relations(&self) -> Vec<(RelationId, Vec<String>)> {
+        let mut out: Vec<_> = self
+            .relations
+            .keys()
+            .map(|r| {
+                let users = self
+                    .products
+                    .iter()
+                    .filter(|p| p.relations.contains(r))
+                    .map(|p| p.plan.name.clone())
+                    .collect();
+                (r.clone(), users)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Adds the products of `plan` (one product file, or several merged), installing the
-    /// sources and shared arrangements they need that are not installed yet. `writer` gives
+    /// sources, shared arrangements and nested relations they need that are not installed yet. `writer` gives
     /// each product's writer. Returns the sources installed now (the job starts reading them).
     pub fn install(
         &mut self,
@@ -154,13 +191,39 @@ impl Catalog {
                     self.install_keyed(worker, k.clone());
                 }
             }
-            self.install_product(worker, product, sources, keyed, writer, failure.clone());
+            let relations = self.plan.relations(&product);
+            let mut shared = 0;
+            for relation in &relations {
+                if self.relations.contains_key(&relation.id) {
+                    shared += 1;
+                } else {
+                    self.install_relation(worker, relation);
+                }
+            }
+            if worker.index() == 0 {
+                tracing::info!(
+                    product = %product.name,
+                    relations = relations.len(),
+                    shared_relations = shared,
+                    "rendering a product: nested relations already rendered are imported"
+                );
+            }
+            let relations = relations.into_iter().map(|r| r.id).collect();
+            self.install_product(
+                worker,
+                product,
+                sources,
+                keyed,
+                relations,
+                writer,
+                failure.clone(),
+            );
         }
         Ok(new_sources)
     }
 
-    /// Drops a product's dataflow, and the arrangements and sources only it used. Returns the
-    /// sources dropped (the job stops reading them).
+    /// Drops a product's dataflow, and the relations, arrangements and sources only it used.
+    /// Returns the sources dropped (the job stops reading them).
     pub fn remove(&mut self, worker: &mut Worker, name: &str) -> anyhow::Result<Vec<SourceId>> {
         let at = self
             .products
@@ -170,6 +233,20 @@ impl Catalog {
         let product = self.products.remove(at);
         worker.drop_dataflow(product.dataflow);
         self.plan.products.retain(|p| p.name != name);
+        let used_relations: BTreeSet<&RelationId> =
+            self.products.iter().flat_map(|p| &p.relations).collect();
+        let mut unused: Vec<RelationId> = self
+            .relations
+            .keys()
+            .filter(|r| !used_relations.contains(r))
+            .cloned()
+            .collect();
+        unused.sort();
+        for r in unused {
+            if let Some(relation) = self.relations.remove(&r) {
+                worker.drop_dataflow(relation.dataflow);
+            }
+        }
         let used_keyed: BTreeSet<&KeyedArrangement> =
             self.products.iter().flat_map(|p| &p.keyed).collect();
         let unused: Vec<KeyedArrangement> = self
@@ -218,6 +295,9 @@ impl Catalog {
         for keyed in self.keyed.values_mut() {
             compact(&mut keyed.trace, time);
         }
+        for relation in self.relations.values_mut() {
+            compact(&mut relation.trace, time);
+        }
     }
 
     /// Closes every source input (the job stops reading): the dataflows drain and complete.
@@ -226,6 +306,7 @@ impl Catalog {
         // catalog's trace handles go.
         self.sources.clear();
         self.keyed.clear();
+        self.relations.clear();
     }
 
     /// Whether every product has computed its documents for times before `time`.
@@ -289,12 +370,38 @@ impl Catalog {
         self.keyed.insert(id, InstalledKeyed { dataflow, trace });
     }
 
+    /// Renders a nested relation once, in a dataflow of its own that keeps its values' trace;
+    /// the relations nested in it are installed before it.
+    fn install_relation(&mut self, worker: &mut Worker, relation: &SharedRelation) {
+        let node = &relation.node;
+        let dataflow = worker.next_dataflow_index();
+        let mut imports = self.imports();
+        let trace = worker.dataflow_named(&format!("Relation({})", node.path), |scope| {
+            let items = imports.items(scope, node);
+            nest(node, items).trace
+        });
+        self.relations
+            .insert(relation.id.clone(), InstalledRelation { dataflow, trace });
+    }
+
+    /// What a node's dataflow imports its arrangements and relations from.
+    fn imports(&mut self) -> Imports<'_> {
+        Imports {
+            keys: self.plan.sources.iter().map(|s| s.key.clone()).collect(),
+            sources: &mut self.sources,
+            keyed: &mut self.keyed,
+            relations: &mut self.relations,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn install_product(
         &mut self,
         worker: &mut Worker,
         product: ProductPlan,
         sources: BTreeSet<SourceId>,
         keyed: Vec<KeyedArrangement>,
+        relations: Vec<RelationId>,
         writer: SharedWriter,
         failure: Failure,
     ) {
@@ -302,33 +409,16 @@ impl Catalog {
         let computed = ProbeHandle::new();
         let written = ProbeHandle::new();
         let control: Control = Rc::default();
-        let keys: Vec<Vec<usize>> = self.plan.sources.iter().map(|s| s.key.clone()).collect();
         let root = &self.plan.sources[product.root.source];
         let key_names: Vec<String> = root
             .key
             .iter()
             .map(|&k| root.columns[k].name.clone())
             .collect();
-        let source_traces = &mut self.sources;
-        let keyed_traces = &mut self.keyed;
+        let mut imports = self.imports();
         let (hold, emitted, all_caught_up) =
             worker.dataflow_named(&format!("Product({})", product.name), |scope| {
-                let by_key = sources
-                    .iter()
-                    .map(|&s| {
-                        let trace = &mut source_traces.get_mut(&s).expect("installed").trace;
-                        (s, trace.import_named(scope, "ImportRows"))
-                    })
-                    .collect();
-                let imported = keyed
-                    .iter()
-                    .map(|k| {
-                        let trace = &mut keyed_traces.get_mut(k).expect("installed").trace;
-                        (k.clone(), trace.import_named(scope, "ImportKeyed"))
-                    })
-                    .collect();
-                let mut renderer = Renderer::new(by_key, imported, keys);
-                let docs = renderer.render(&product.root).probe_with(&computed);
+                let docs = imports.items(scope, &product.root).probe_with(&computed);
                 let mut hold = HoldInput::new();
                 let (all_caught_up, hold_stream) = hold.to_stream(scope).probe();
                 let mut emitted = EmittedInput::new();
@@ -357,14 +447,63 @@ impl Catalog {
             control,
             sources,
             keyed,
+            relations,
         });
+    }
+}
+
+/// The installed traces a node's dataflow imports.
+struct Imports<'a> {
+    sources: &'a mut HashMap<SourceId, InstalledSource>,
+    keyed: &'a mut HashMap<KeyedArrangement, InstalledKeyed>,
+    relations: &'a mut HashMap<RelationId, InstalledRelation>,
+    /// Each source's primary key columns.
+    keys: Vec<Vec<usize>>,
+}
+
+impl Imports<'_> {
+    /// Imports into `scope` what `node` is built from (its source's rows, its source arranged by
+    /// the columns its children link on, its children's values) and renders its items.
+    fn items<'s>(&mut self, scope: Scope<'s, Time>, node: &Node) -> Items<'s> {
+        let rows = &mut self
+            .sources
+            .get_mut(&node.source)
+            .expect("a source is installed before the nodes that read it")
+            .trace;
+        let by_key = HashMap::from([(node.source, rows.import_named(scope, "ImportRows"))]);
+        let mut keyed = HashMap::new();
+        let mut children: Vec<Nested<'s>> = Vec::new();
+        for child in &node.children {
+            let link = child.link.as_ref().expect("children have links");
+            let id = KeyedArrangement {
+                source: node.source,
+                columns: link.parent_columns.clone(),
+            };
+            if link.parent_columns != self.keys[node.source] && !keyed.contains_key(&id) {
+                let trace = &mut self
+                    .keyed
+                    .get_mut(&id)
+                    .expect("an arrangement is installed before the nodes that join on it")
+                    .trace;
+                let imported = trace.import_named(scope, "ImportKeyed");
+                keyed.insert(id, imported);
+            }
+            let id = RelationId::of(child).expect("children have links");
+            let trace = &mut self
+                .relations
+                .get_mut(&id)
+                .expect("a relation is installed before the nodes that nest it")
+                .trace;
+            children.push(trace.import_named(scope, &format!("ImportRelation({})", child.path)));
+        }
+        Renderer::new(by_key, keyed, self.keys.clone()).items(node, children)
     }
 }
 
 /// Lets a shared trace compact up to `time`, but never past what it has completed: a product
 /// that imports it later joins against it, and a join needs the trace's compaction frontier not
 /// to be ahead of its upper frontier.
-fn compact(trace: &mut RowTrace, time: Time) {
+fn compact<Tr: TraceReader<Time = Time>>(trace: &mut Tr, time: Time) {
     let mut upper = Antichain::new();
     trace.read_upper(&mut upper);
     let frontier: Vec<Time> = upper.elements().iter().map(|t| (*t).min(time)).collect();

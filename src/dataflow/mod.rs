@@ -1,5 +1,6 @@
 //! The timely dataflows of a job: per source an input, an upsert state and an arrangement by
-//! primary key; shared arrangements by link columns; per product the document tree and a sink.
+//! primary key; shared arrangements by link columns; per distinct nested relation its lists per
+//! link key; per product the root's documents and a sink.
 //! [`catalog::Catalog`] installs and drops them; the caller feeds the inputs (from Kafka or from
 //! memory) and steps the worker.
 

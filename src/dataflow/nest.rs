@@ -1,7 +1,9 @@
-//! Renders a product's document tree bottom-up: each node's items keyed by the columns that link
-//! them to their parent, each child collection reduced to its ordered list (or single item) per
-//! link key, joined to the parent rows through an arrangement of the parent keyed by its link
-//! columns, and every parent row built into its item in one reduce over its parts.
+//! Renders a product's document tree bottom-up, one node at a time: each node's items keyed by
+//! the columns that link them to their parent ([`Renderer::items`]), each child collection
+//! reduced to its ordered list (or single item) per link key ([`nest`]), joined to the parent
+//! rows through an arrangement of the parent keyed by its link columns, and every parent row
+//! built into its item in one reduce over its parts. The catalog renders each distinct nested
+//! relation once, in its own dataflow, and parents import its lists.
 //!
 //! Joins are inner in differential; the left-outer semantics (no children → `[]` or `null`) come
 //! from that final reduce, which sees the row and whichever child values exist.
@@ -98,8 +100,15 @@ pub fn aggregate(node: &Node, items: &[(&Value, isize)]) -> Value {
     }
 }
 
-/// Renders nodes over imported source arrangements: each source arranged by its primary key,
-/// and the shared arrangements of sources by the columns their children link on.
+/// A relation's value per link key: the list (or item) of a nested node, arranged (the output of
+/// its `Nest` reduce), as its parent joins it.
+pub type Nested<'s> = Arranged<'s, TraceAgent<NestSpine>>;
+/// The spine of a relation's values per link key.
+pub type NestSpine = ValSpine<Row, Value, Time, isize>;
+
+/// Renders one node over imported arrangements: its source arranged by primary key, the shared
+/// arrangements of that source by the columns its children link on, and its children's values
+/// (each rendered once, in a dataflow of its own, and imported).
 pub struct Renderer<'s> {
     /// Each source's rows arranged by primary key (value: the row).
     by_key: HashMap<SourceId, KeyedRows<'s>>,
@@ -107,7 +116,6 @@ pub struct Renderer<'s> {
     keyed: HashMap<KeyedArrangement, KeyedRows<'s>>,
     /// Each source's primary key columns.
     keys: Vec<Vec<usize>>,
-    rows: HashMap<SourceId, Rows<'s>>,
 }
 
 impl<'s> Renderer<'s> {
@@ -120,17 +128,7 @@ impl<'s> Renderer<'s> {
             by_key,
             keyed,
             keys,
-            rows: HashMap::new(),
         }
-    }
-
-    /// The `(primary key, row)` collection of a source.
-    fn rows(&mut self, source: SourceId) -> Rows<'s> {
-        let arranged = &self.by_key[&source];
-        self.rows
-            .entry(source)
-            .or_insert_with(|| arranged.clone().as_vecs())
-            .clone()
     }
 
     /// The rows of `source` arranged by `columns`, and whether that arrangement is the one by
@@ -146,13 +144,14 @@ impl<'s> Renderer<'s> {
         let arranged = self
             .keyed
             .get(&id)
-            .expect("the catalog imports every keyed arrangement a product needs");
+            .expect("the catalog imports every keyed arrangement a node needs");
         (arranged.clone(), false)
     }
 
-    /// The items of `node`, keyed by its link's child columns (by primary key at the root).
-    pub fn render(&mut self, node: &Node) -> Items<'s> {
-        let rows = self.rows(node.source);
+    /// The items of `node`, keyed by its link's child columns (by primary key at the root),
+    /// given the values of its child relations, in child order.
+    pub fn items(&mut self, node: &Node, children: Vec<Nested<'s>>) -> Items<'s> {
+        let rows = self.by_key[&node.source].clone().as_vecs();
         let key_columns = node.link.as_ref().map(|l| l.child_columns.clone());
         if node.children.is_empty() {
             let node = node.clone();
@@ -164,22 +163,14 @@ impl<'s> Renderer<'s> {
                 key.and_then(|k| build_item(&node, &row, &[]).map(|item| (k, item)))
             });
         }
+        assert_eq!(
+            children.len(),
+            node.children.len(),
+            "a value for every child relation"
+        );
         let scope = rows.scope();
         let mut parts = vec![rows.map(|(pk, row)| (pk, Part::Row(row)))];
-        for (i, child) in node.children.iter().enumerate() {
-            let items = self.render(child);
-            let relation = child.clone();
-            // The reduce's own output arrangement is what the parent joins with.
-            let values = items
-                .arrange_by_key_named(&format!("Items({})", child.path))
-                .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<Row, Value, Time, isize>, _, _>(
-                    &format!("Nest({})", child.path),
-                    move |_key, input, output| output.push((aggregate(&relation, input), 1)),
-                    |vec, key, updates| {
-                        vec.clear();
-                        vec.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
-                    },
-                );
+        for (i, (child, values)) in node.children.iter().zip(children).enumerate() {
             let link = child.link.as_ref().expect("children have links");
             let (parents, by_primary_key) = self.keyed(node.source, &link.parent_columns);
             let index = i as u32;
@@ -218,4 +209,20 @@ impl<'s> Renderer<'s> {
             )
             .map(|(_pk, keyed_item)| keyed_item)
     }
+}
+
+/// The value of a nested relation per link key: its items reduced to their ordered list (or
+/// first item). The reduce's own output arrangement is what parents join with.
+pub fn nest<'s>(node: &Node, items: Items<'s>) -> Nested<'s> {
+    let relation = node.clone();
+    items
+        .arrange_by_key_named(&format!("Items({})", node.path))
+        .reduce_abelian::<_, ValBuilder<_, _, _, _>, NestSpine, _, _>(
+            &format!("Nest({})", node.path),
+            move |_key, input, output| output.push((aggregate(&relation, input), 1)),
+            |vec, key, updates| {
+                vec.clear();
+                vec.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
+            },
+        )
 }

@@ -11,6 +11,10 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use toml::Spanned;
 
+mod relation;
+
+pub use relation::{ItemField, ItemLayout, JoinedRelation, RelationId, SharedRelation};
+
 use crate::spec::{self, Cardinality, FieldSpec, NodeSpec, ProductFile, RelationSpec, SourceText};
 use crate::value::Shape;
 

@@ -1547,3 +1547,100 @@ fields"#,
         );
     }
 }
+
+/// The relation ids of the shop document's children, in field order.
+fn shop_relations(text: &str) -> Vec<RelationId> {
+    let (_dir, plan) = load_text("shop.toml", text);
+    let plan = plan.expect("the shop variant loads");
+    plan.products[0]
+        .root
+        .children
+        .iter()
+        .map(|c| RelationId::of(c).expect("a child has a link"))
+        .collect()
+}
+
+#[test]
+fn a_relation_is_identified_by_what_it_renders_not_by_its_names() {
+    let base = shop_relations(SHOP);
+    assert_eq!(base.len(), 3);
+    // Names do not change the rendered value: the field name in the parent, output field names.
+    assert_eq!(
+        shop_relations(&shop_with(r#"name = "items""#, r#"name = "lines""#)),
+        base
+    );
+    assert_eq!(
+        shop_relations(&shop_with(
+            r#"fields = ["sku", "qty", "line"]"#,
+            r#"fields = [{ name = "article", column = "sku" }, "qty", "line"]"#
+        )),
+        base
+    );
+    // Everything else does: the item layout, the order, the cardinality, the link.
+    let changed = [
+        shop_with(
+            r#"fields = ["sku", "qty", "line"]"#,
+            r#"fields = ["qty", "sku", "line"]"#,
+        ),
+        shop_with(r#"order_by = ["line"]"#, r#"order_by = ["qty"]"#),
+        shop_with(r#"cardinality = "one""#, r#"cardinality = "many""#),
+        SHOP.replacen(
+            r#"on = { order_id = "order_id" }"#,
+            r#"on = { order_id = "line" }"#,
+            1,
+        ),
+        shop_with(r#"value = "sku""#, r#"value = "qty""#),
+    ];
+    for text in changed {
+        assert_ne!(shop_relations(&text), base, "{text}");
+    }
+    // The parent's side of the link only matters to the parent's build, which joins on it.
+    assert_eq!(
+        shop_relations(&shop_with(
+            r#"on = { customer_id = "id" }"#,
+            r#"on = { order_id = "id" }"#
+        )),
+        base
+    );
+    let (_dir, plan) = load_text("shop.toml", SHOP);
+    assert_eq!(RelationId::of(&plan.unwrap().products[0].root), None);
+}
+
+#[test]
+fn equal_relations_of_two_products_are_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = SHOP
+        .replace(r#"name = "shop_orders""#, r#"name = "shop_copy""#)
+        .replace(
+            r#"output_topic = "shop.orders_doc""#,
+            r#"output_topic = "shop.copy""#,
+        )
+        .replace(r#"name = "customer""#, r#"name = "buyer""#);
+    std::fs::write(dir.path().join("a.toml"), SHOP).unwrap();
+    std::fs::write(dir.path().join("b.toml"), copy).unwrap();
+    let plan = load_all(&[dir.path().to_owned()]).unwrap();
+    let ids = |i: usize| -> Vec<RelationId> {
+        plan.relations(&plan.products[i])
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(ids(0).len(), 3);
+    assert_eq!(ids(0), ids(1));
+}
+
+#[test]
+fn nested_relations_come_after_the_relations_they_nest() {
+    let plan = load_all(&["dataflows".into()]).unwrap();
+    for product in &plan.products {
+        let relations = plan.relations(product);
+        let nodes = product.root.walk().len() - 1;
+        assert!(!relations.is_empty() && relations.len() <= nodes);
+        for (i, r) in relations.iter().enumerate() {
+            for child in &r.id.children {
+                let at = relations.iter().position(|c| c.id == child.relation);
+                assert!(at.is_some_and(|at| at < i), "{}", r.node.path);
+            }
+        }
+    }
+}
