@@ -345,3 +345,73 @@ impl Drop for Guard {
 fn scopeguard(child: Child) -> Guard {
     Guard(Some(child))
 }
+
+/// A product that declares only the columns it uses of two shared topics, in another order
+/// than the user profile does. Named to load first, so the shared sources start with its
+/// columns and grow by the profile's: both products' column numbers are renumbered.
+const PR_AUTHORS: &str = r#"[product]
+name = "pr_authors"
+output_topic = "PREFIX.pr_authors"
+
+[sources.prs]
+topic = "PREFIX.public.pull_requests"
+primary_key = ["repo", "repo_owner", "index"]
+columns = { author = "string", index = "int", repo_owner = "string", repo = "string" }
+
+[sources.people]
+topic = "PREFIX.public.users"
+primary_key = ["email"]
+columns = { username = "string", email = "string" }
+
+[document]
+source = "prs"
+fields = ["repo", "index"]
+
+[[document.relations]]
+name = "author"
+cardinality = "one"
+source = "people"
+on = { author = "username" }
+fields = ["email"]
+"#;
+
+#[test]
+fn products_may_declare_different_columns_of_a_shared_topic() {
+    let prefix = unique("cols");
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("products");
+    std::fs::create_dir(&folder).unwrap();
+    let profile = product_file(&folder, "github_user_profile.toml", &prefix);
+    let authors = folder.join("a_pr_authors.toml");
+    std::fs::write(&authors, PR_AUTHORS.replace("PREFIX", &prefix)).unwrap();
+    let records = generate(&profile, 11);
+
+    let explained = run_ok(&["explain", folder.to_str().unwrap()]);
+    assert!(
+        explained.contains("key (repo, repo_owner, index) columns: author string, index int, repo_owner string, repo string, title string, status string, created_at timestamp"),
+        "the shared source holds the union, the first file's columns first:\n{explained}"
+    );
+    let out = denorm()
+        .args(["run", folder.to_str().unwrap(), "--brokers", &brokers()])
+        .args(["-w", "2", "--exit-when-caught-up", "--watch-interval", "0"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("records_read={records}")),
+        "each topic read once ({records} records):\n{log}"
+    );
+    for file in [&profile, &authors] {
+        assert!(verify_ok(file), "{}", verify_report(file));
+    }
+    // Another type for a column both declare is refused, saying which.
+    let clash = PR_AUTHORS
+        .replace("PREFIX", &prefix)
+        .replace(r#"index = "int""#, r#"index = "string""#);
+    std::fs::write(&authors, clash).unwrap();
+    let (ok, text) = output(&["check", folder.to_str().unwrap()]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("`index` is string there, int here"), "{text}");
+}
