@@ -31,11 +31,16 @@ pub struct CountingWriter {
     pub documents: u64,
     pub tombstones: u64,
     pub bytes: u64,
+    /// Sum of the records' hashes: equal outputs (in any order) have equal digests.
+    pub digest: u64,
 }
 
 impl DocWriter for CountingWriter {
     fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
         self.bytes += (key.len() + value.map_or(0, str::len)) as u64;
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(key, value), &mut hasher);
+        self.digest = self.digest.wrapping_add(std::hash::Hasher::finish(&hasher));
         if value.is_some() {
             self.documents += 1;
         } else {
@@ -62,9 +67,13 @@ pub struct MemoryReport {
     pub prepare_seconds: f64,
     /// From feeding the first row until every worker's sink wrote its documents.
     pub hydration_seconds: f64,
+    /// CPU time (user + system, every thread) from feeding the first row until hydrated.
+    pub hydration_cpu_seconds: Option<f64>,
     pub rows_per_second: f64,
     pub documents: u64,
     pub output_bytes: u64,
+    /// Order-independent digest of the records written (to check that a change keeps the output).
+    pub output_digest: String,
     /// Resident memory with the decoded rows in memory, before the dataflows start.
     pub rss_before_bytes: Option<u64>,
     /// Peak resident memory of the process.
@@ -78,6 +87,7 @@ struct WorkerResult {
     hydrated_after: f64,
     documents: u64,
     bytes: u64,
+    digest: u64,
 }
 
 /// Generates the snapshot of `gen`, decodes it, and hydrates the plan's products in memory on
@@ -118,6 +128,7 @@ pub fn run(
 
     let shares = Arc::new(Mutex::new(shares));
     let plan = Arc::new(plan);
+    let cpu_before = super::proc_cpu_seconds();
     let start = Instant::now();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let events =
@@ -135,6 +146,7 @@ pub fn run(
     }
     let hydration_seconds = results.iter().map(|r| r.hydrated_after).fold(0.0, f64::max);
     let peak = super::proc_status_bytes("VmHWM");
+    let cpu_after = super::proc_cpu_seconds();
     Ok(MemoryReport {
         products,
         workers,
@@ -142,9 +154,14 @@ pub fn run(
         input_bytes,
         prepare_seconds,
         hydration_seconds,
+        hydration_cpu_seconds: cpu_after.zip(cpu_before).map(|(a, b)| a - b),
         rows_per_second: rows as f64 / hydration_seconds.max(1e-9),
         documents: results.iter().map(|r| r.documents).sum(),
         output_bytes: results.iter().map(|r| r.bytes).sum(),
+        output_digest: format!(
+            "{:016x}",
+            results.iter().fold(0u64, |d, r| d.wrapping_add(r.digest))
+        ),
         rss_before_bytes: rss_before,
         peak_rss_bytes: peak,
         dataflow_bytes_per_row: match (peak, rss_before) {
@@ -238,6 +255,9 @@ fn hydrate(
         hydrated_after,
         documents: writers.iter().map(|w| w.borrow().documents).sum(),
         bytes: writers.iter().map(|w| w.borrow().bytes).sum(),
+        digest: writers
+            .iter()
+            .fold(0u64, |d, w| d.wrapping_add(w.borrow().digest)),
     })
 }
 

@@ -119,7 +119,7 @@ pub fn decode(json: &Json, ty: ColumnType, schema: Option<&FieldSchema>) -> Resu
             other => Err(wrong("a boolean", other)),
         },
         ColumnType::Decimal { scale } => {
-            decimal(json, schema.and_then(|s| s.scale).or(scale), semantic).map(Value::Decimal)
+            decimal(json, schema.and_then(|s| s.scale).or(scale), semantic).map(Value::decimal)
         }
         ColumnType::Date => match json {
             Json::Number(n) => match semantic {
@@ -274,7 +274,7 @@ mod tests {
         let precise = schema("org.apache.kafka.connect.data.Decimal", Some(4));
         assert_eq!(
             d(json!("dzWUAA=="), Some(&precise)).unwrap(),
-            Value::Decimal(Decimal::parse("200000.0000").unwrap())
+            Value::decimal(Decimal::parse("200000.0000").unwrap())
         );
         assert_eq!(
             d(
@@ -282,19 +282,19 @@ mod tests {
                 Some(&schema("org.apache.kafka.connect.data.Decimal", Some(0)))
             )
             .unwrap(),
-            Value::Decimal(Decimal::new(-1, 0))
+            Value::decimal(Decimal::new(-1, 0))
         );
         assert_eq!(
             d(json!("12.50"), None).unwrap(),
-            Value::Decimal(Decimal::parse("12.5").unwrap())
+            Value::decimal(Decimal::parse("12.5").unwrap())
         );
         assert_eq!(
             d(json!(12.5), None).unwrap(),
-            Value::Decimal(Decimal::parse("12.5").unwrap())
+            Value::decimal(Decimal::parse("12.5").unwrap())
         );
         assert_eq!(
             d(json!({"scale": 2, "value": "AQ=="}), None).unwrap(),
-            Value::Decimal(Decimal::parse("0.01").unwrap())
+            Value::decimal(Decimal::parse("0.01").unwrap())
         );
         assert!(d(json!("dzWUAA=="), None)
             .unwrap_err()
@@ -306,7 +306,7 @@ mod tests {
                 None
             )
             .unwrap(),
-            Value::Decimal(Decimal::parse("200000").unwrap())
+            Value::decimal(Decimal::parse("200000").unwrap())
         );
         assert!(d(json!(true), None).is_err());
     }

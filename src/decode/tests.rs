@@ -503,7 +503,7 @@ fn order_7() -> Json {
 fn order_7_row() -> Row {
     row(vec![
         Value::Int(7),
-        Value::Decimal(Decimal::parse("123.45").unwrap()),
+        Value::decimal(Decimal::parse("123.45").unwrap()),
         Value::Timestamp(1_660_553_637_123_456),
     ])
 }
@@ -843,7 +843,7 @@ fn a_schema_wrapped_scalar_key_uses_its_schema() {
         },
         "payload": TOTAL_B64
     });
-    let price = Value::Decimal(Decimal::parse("123.45").unwrap());
+    let price = Value::decimal(Decimal::parse("123.45").unwrap());
     assert_eq!(
         decode(&prices, Some(&bytes(&key)), None).unwrap(),
         Change::Delete {

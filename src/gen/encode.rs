@@ -327,7 +327,7 @@ fn write_value(out: &mut String, enc: Encoding, c: &ColCodec, value: &Value) {
             let _ = write!(out, "{f}");
         }
         Value::Decimal(d) => {
-            let unscaled = rescale(*d, c.scale);
+            let unscaled = rescale(**d, c.scale);
             let at_scale = Decimal {
                 unscaled,
                 scale: c.scale,

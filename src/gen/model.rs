@@ -411,7 +411,7 @@ pub(super) fn seq_value(ty: ColumnType, name: &str, n: u64) -> Value {
         ColumnType::Int => Value::Int(n as i64 + 1),
         ColumnType::Float => Value::Float(F64(n as f64 + 0.5)),
         ColumnType::Bool => Value::Bool(n % 2 == 1),
-        ColumnType::Decimal { .. } => Value::Decimal(Decimal::new(n as i128 + 1, 0)),
+        ColumnType::Decimal { .. } => Value::decimal(Decimal::new(n as i128 + 1, 0)),
         ColumnType::Date => Value::Date(DAY0 + (n % 100_000) as i32),
         ColumnType::Time => Value::Time((n % 86_400) as i64 * 1_000_000),
         ColumnType::Timestamp { .. } => {
@@ -430,7 +430,7 @@ pub(super) fn random_value(ty: ColumnType, name: &str, n: u64, rng: &mut StdRng)
         ColumnType::Bool => Value::Bool(rng.gen()),
         ColumnType::Decimal { .. } => {
             let scale = gen_scale(ty);
-            Value::Decimal(Decimal::new(rng.gen_range(0..10i128.pow(5 + scale)), scale))
+            Value::decimal(Decimal::new(rng.gen_range(0..10i128.pow(5 + scale)), scale))
         }
         ColumnType::Date => Value::Date(DAY0 + rng.gen_range(0..DAYS)),
         ColumnType::Time => Value::Time(rng.gen_range(0..86_400_000i64) * 1000),
