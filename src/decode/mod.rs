@@ -7,12 +7,17 @@
 //! Column values are decoded by [`column`] to the declared types.
 
 pub mod column;
+mod raw;
 
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
-use crate::plan::SourcePlan;
+use crate::plan::{Column, ColumnType, SourcePlan};
 use crate::value::{Row, Value};
 use column::FieldSchemas;
+use raw::{Doc, Object};
 
 /// What one record means for its source collection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,17 +55,6 @@ pub enum DecodeError {
     Column { column: String, problem: String },
 }
 
-fn json_kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
-    }
-}
-
 /// Splits `{"schema": ..., "payload": ...}` into its parts; plain JSON has no schema.
 fn unwrap_schema(json: Json) -> (Option<Json>, Json) {
     if let Json::Object(mut map) = json {
@@ -73,41 +67,344 @@ fn unwrap_schema(json: Json) -> (Option<Json>, Json) {
     (None, json)
 }
 
-/// Decodes one record of `source`. `None` value bytes (or empty) are a tombstone.
+/// Decodes one record of `source`. `None` value bytes (or empty) are a tombstone. For a handful
+/// of records; a stream of them goes through one [`Decoder`], which parses each schema once.
 pub fn decode(
     source: &SourcePlan,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Result<Change, DecodeError> {
-    let value = match value {
-        Some(bytes) if !bytes.is_empty() => serde_json::from_slice::<Json>(bytes)
-            .map_err(|e| DecodeError::ValueJson(e.to_string()))?,
-        _ => {
-            return Ok(Change::Delete {
-                key: message_key(source, key)?.ok_or_else(|| missing_key(source))?,
-            })
+    Decoder::new().decode(source, key, value)
+}
+
+/// How many distinct schemas a [`Decoder`] keeps, for values and for keys each. Debezium
+/// schemas change rarely (a DDL); a few entries cover a change in flight between partitions.
+const SCHEMA_CACHE_SIZE: usize = 4;
+
+/// What one Connect schema says about the rows it describes, parsed once per distinct schema.
+#[derive(Debug, Default)]
+struct Schemas {
+    /// A flat row (an unwrapped value, or a key): `fields` at the top.
+    flat: FieldSchemas,
+    /// The `after` struct of a change envelope.
+    after: FieldSchemas,
+    /// The `before` struct of a change envelope.
+    before: FieldSchemas,
+    /// The whole schema as one field (a scalar key); `None` without a schema.
+    whole: Option<column::FieldSchema>,
+}
+
+impl Schemas {
+    fn of(schema: &Json) -> Schemas {
+        Schemas {
+            flat: FieldSchemas::of_flat(Some(schema)),
+            after: FieldSchemas::of_envelope(Some(schema), "after"),
+            before: FieldSchemas::of_envelope(Some(schema), "before"),
+            whole: Some(column::FieldSchema::of(schema)),
         }
-    };
-    let (schema, payload) = unwrap_schema(value);
-    let payload = match payload {
-        Json::Null => {
-            return Ok(Change::Delete {
-                key: message_key(source, key)?.ok_or_else(|| missing_key(source))?,
-            })
-        }
-        Json::Object(map) => map,
-        other => return Err(DecodeError::NotAnObject(json_kind(&other))),
-    };
-    if is_envelope(&payload) {
-        decode_envelope(source, key, schema.as_ref(), payload)
-    } else {
-        decode_flat(source, key, schema.as_ref(), payload)
     }
+}
+
+/// The last few distinct schemas, by their exact JSON text.
+#[derive(Debug, Default)]
+struct SchemaCache {
+    /// Oldest first.
+    entries: Vec<(Box<str>, Arc<Schemas>)>,
+    /// For records without a schema.
+    none: Arc<Schemas>,
+}
+
+impl SchemaCache {
+    fn get(&mut self, schema: Option<&RawValue>) -> Result<Arc<Schemas>, serde_json::Error> {
+        let Some(schema) = schema else {
+            return Ok(self.none.clone());
+        };
+        let text = schema.get();
+        if let Some((_, schemas)) = self.entries.iter().find(|(t, _)| **t == *text) {
+            return Ok(schemas.clone());
+        }
+        let schemas = Arc::new(Schemas::of(&serde_json::from_str::<Json>(text)?));
+        if self.entries.len() >= SCHEMA_CACHE_SIZE {
+            self.entries.remove(0);
+        }
+        self.entries.push((text.into(), schemas.clone()));
+        Ok(schemas)
+    }
+}
+
+/// Decodes the records of a stream: one per reader (a source, a worker). Parses each record one
+/// level deep at a time and only the declared columns' values; keeps the field schemas of the
+/// last few distinct Connect schemas, so a schema is parsed once, not once per record. Holds no
+/// plan: the same decoder serves a source whose plan changes (a product added or removed).
+#[derive(Debug, Default)]
+pub struct Decoder {
+    values: SchemaCache,
+    keys: SchemaCache,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Decodes one record of `source`. `None` value bytes (or empty) are a tombstone.
+    pub fn decode(
+        &mut self,
+        source: &SourcePlan,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<Change, DecodeError> {
+        let bytes = match value {
+            Some(bytes) if !bytes.is_empty() => bytes,
+            _ => return self.tombstone(source, key),
+        };
+        let doc = raw::parse(bytes).map_err(invalid)?;
+        let (schema, payload) = match doc {
+            Doc::Object(object) if object.is_schema_wrapper() => {
+                let payload = object.get("payload").map(raw::parse_raw).transpose();
+                (
+                    object.get("schema"),
+                    payload.map_err(invalid)?.unwrap_or(Doc::Null),
+                )
+            }
+            doc => (None, doc),
+        };
+        let payload = match payload {
+            Doc::Null => return self.tombstone(source, key),
+            Doc::Object(object) => object,
+            Doc::Other(kind) => return Err(DecodeError::NotAnObject(kind)),
+        };
+        let schemas = self.values.get(schema).map_err(invalid)?;
+        if is_envelope(&payload) {
+            self.decode_envelope(source, key, &schemas, &payload)
+        } else {
+            self.decode_flat(source, key, &schemas, &payload)
+        }
+    }
+
+    fn tombstone(
+        &mut self,
+        source: &SourcePlan,
+        key: Option<&[u8]>,
+    ) -> Result<Change, DecodeError> {
+        Ok(Change::Delete {
+            key: self
+                .message_key(source, key)?
+                .ok_or_else(|| missing_key(source))?,
+        })
+    }
+
+    fn decode_envelope(
+        &mut self,
+        source: &SourcePlan,
+        key: Option<&[u8]>,
+        schemas: &Schemas,
+        payload: &Object,
+    ) -> Result<Change, DecodeError> {
+        let op = payload.get("op").and_then(raw::as_str).unwrap_or_default();
+        match &*op {
+            "c" | "r" | "u" => match row_object(payload.get("after"))? {
+                Some(after) => self.upsert(source, key, &schemas.after, &after),
+                None => Err(DecodeError::MissingRow {
+                    op: op.into_owned(),
+                    field: "after",
+                }),
+            },
+            "d" => {
+                if let Some(key) = self.message_key(source, key)? {
+                    return Ok(Change::Delete { key });
+                }
+                match row_object(payload.get("before"))? {
+                    Some(before) => Ok(Change::Delete {
+                        key: row_key(source, &schemas.before, &before)?,
+                    }),
+                    None => Err(missing_key(source)),
+                }
+            }
+            "t" => Ok(Change::Truncate),
+            _ => Err(DecodeError::UnknownOp(op.into_owned())),
+        }
+    }
+
+    fn decode_flat(
+        &mut self,
+        source: &SourcePlan,
+        key: Option<&[u8]>,
+        schemas: &Schemas,
+        payload: &Object,
+    ) -> Result<Change, DecodeError> {
+        let flat_op = payload.get("__op").and_then(raw::as_str);
+        let deleted = match payload.get("__deleted") {
+            Some(raw) => match raw::as_str(raw) {
+                Some(s) => s == "true",
+                None => raw::as_bool(raw).unwrap_or(false),
+            },
+            None => false,
+        } || flat_op.as_deref() == Some("d");
+        if deleted {
+            if let Some(key) = self.message_key(source, key)? {
+                return Ok(Change::Delete { key });
+            }
+            return Ok(Change::Delete {
+                key: row_key(source, &schemas.flat, payload)?,
+            });
+        }
+        if let Some(op) = flat_op {
+            if op == "t" {
+                return Ok(Change::Truncate);
+            }
+            if !matches!(&*op, "c" | "r" | "u") {
+                return Err(DecodeError::UnknownOp(op.into_owned()));
+            }
+        }
+        self.upsert(source, key, &schemas.flat, payload)
+    }
+
+    fn upsert(
+        &mut self,
+        source: &SourcePlan,
+        key: Option<&[u8]>,
+        schemas: &FieldSchemas,
+        row: &Object,
+    ) -> Result<Change, DecodeError> {
+        let mut values = Vec::with_capacity(source.columns.len());
+        for column in &source.columns {
+            let raw = row
+                .get(&column.name)
+                .ok_or_else(|| DecodeError::MissingColumn(column.name.clone()))?;
+            values.push(decode_column(raw, column, schemas.get(&column.name))?);
+        }
+        // The record key first, as for deletes, so that an upsert and a later delete of the same
+        // row always name the same key; the row's primary-key columns when there is no usable key.
+        let key = match self.message_key(source, key)? {
+            Some(key) => key,
+            None => {
+                let key_values: Vec<Value> =
+                    source.key.iter().map(|&i| values[i].clone()).collect();
+                if let Some(i) = key_values.iter().position(Value::is_null) {
+                    return Err(DecodeError::NullKey(
+                        source.columns[source.key[i]].name.clone(),
+                    ));
+                }
+                Row::from(key_values)
+            }
+        };
+        Ok(Change::Upsert {
+            key,
+            row: values.into(),
+        })
+    }
+
+    /// The primary key from the record key: a JSON object with the key columns (schema-wrapped
+    /// or not), or a bare scalar for a one-column key. `None` when there is no usable key.
+    pub fn message_key(
+        &mut self,
+        source: &SourcePlan,
+        key: Option<&[u8]>,
+    ) -> Result<Option<Row>, DecodeError> {
+        let Some(bytes) = key.filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
+        let Ok(whole) = serde_json::from_slice::<&RawValue>(bytes) else {
+            return Ok(None);
+        };
+        let (schema, payload) = match raw::parse_raw(whole) {
+            Ok(Doc::Object(object)) if object.is_schema_wrapper() => {
+                match (object.get("schema"), object.get("payload")) {
+                    (Some(schema), Some(payload)) => (Some(schema), payload),
+                    _ => return Ok(None),
+                }
+            }
+            Ok(_) => (None, whole),
+            Err(_) => return Ok(None),
+        };
+        let Ok(schemas) = self.keys.get(schema) else {
+            return Ok(None);
+        };
+        match raw::parse_raw(payload) {
+            Ok(Doc::Object(map)) => {
+                if source
+                    .key
+                    .iter()
+                    .all(|&i| map.contains_key(&source.columns[i].name))
+                {
+                    row_key(source, &schemas.flat, &map).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            Ok(Doc::Null) | Err(_) => Ok(None),
+            Ok(Doc::Other(_)) if source.key.len() == 1 => {
+                let column = &source.columns[source.key[0]];
+                // A schema-wrapped scalar key (e.g. after ExtractField$Key) carries its own
+                // semantic type.
+                let value = decode_column(payload, column, schemas.whole.as_ref())?;
+                Ok((!value.is_null()).then(|| Row::from(vec![value])))
+            }
+            Ok(Doc::Other(_)) => Ok(None),
+        }
+    }
+}
+
+fn invalid(e: serde_json::Error) -> DecodeError {
+    DecodeError::ValueJson(e.to_string())
+}
+
+/// The row object a change envelope's `after` or `before` holds; `None` when it is missing or
+/// not an object.
+fn row_object(raw: Option<&RawValue>) -> Result<Option<Object<'_>>, DecodeError> {
+    match raw.filter(|r| raw::is_object(r)).map(raw::parse_raw) {
+        Some(Ok(Doc::Object(object))) => Ok(Some(object)),
+        Some(Err(e)) => Err(invalid(e)),
+        _ => Ok(None),
+    }
+}
+
+/// One declared column's value from its raw JSON. Plain strings and integers skip the JSON tree.
+fn decode_column(
+    raw: &RawValue,
+    column: &Column,
+    schema: Option<&column::FieldSchema>,
+) -> Result<Value, DecodeError> {
+    let text = raw.get();
+    let fast = match column.ty {
+        ColumnType::String => text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|t| !t.contains('\\'))
+            .map(Value::str),
+        // `-0` is a float to serde_json, not an integer.
+        ColumnType::Int if text != "-0" => {
+            let digits = text.strip_prefix('-').unwrap_or(text);
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse::<i64>().ok().map(Value::Int))
+                .flatten()
+        }
+        _ => None,
+    };
+    if let Some(value) = fast {
+        return Ok(value);
+    }
+    let json = serde_json::from_str::<Json>(text).map_err(invalid)?;
+    column::decode(&json, column.ty, schema).map_err(|problem| DecodeError::Column {
+        column: column.name.clone(),
+        problem,
+    })
 }
 
 /// A change envelope has `op` and `before`/`after`; a truncate may carry neither row, but has
 /// its `source` block. (A flattened row only has `__op`.)
-fn is_envelope(payload: &Map<String, Json>) -> bool {
+fn is_envelope(payload: &Object) -> bool {
+    let op = payload.get("op").and_then(raw::as_str);
+    op.is_some()
+        && (payload.contains_key("after")
+            || payload.contains_key("before")
+            || op.as_deref() == Some("t")
+            || payload.get("source").is_some_and(raw::is_object))
+}
+
+/// The same test on a parsed object, for [`record_row`].
+fn is_envelope_json(payload: &Map<String, Json>) -> bool {
     let op = payload.get("op").and_then(Json::as_str);
     op.is_some()
         && (payload.contains_key("after")
@@ -125,7 +422,7 @@ pub fn record_row(value: Option<&[u8]>) -> Option<Map<String, Json>> {
     let Json::Object(mut payload) = unwrap_schema(json).1 else {
         return None;
     };
-    let mut row = if is_envelope(&payload) {
+    let mut row = if is_envelope_json(&payload) {
         match payload.remove("after")? {
             Json::Object(after) => after,
             _ => return None,
@@ -151,134 +448,15 @@ fn missing_key(source: &SourcePlan) -> DecodeError {
     DecodeError::MissingKey(source.columns[source.key[0]].name.clone())
 }
 
-fn decode_envelope(
-    source: &SourcePlan,
-    key: Option<&[u8]>,
-    schema: Option<&Json>,
-    mut payload: Map<String, Json>,
-) -> Result<Change, DecodeError> {
-    let op = payload
-        .get("op")
-        .and_then(Json::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    match op.as_str() {
-        "c" | "r" | "u" => {
-            let schemas = FieldSchemas::of_envelope(schema, "after");
-            match payload.remove("after") {
-                Some(Json::Object(after)) => upsert(source, key, &schemas, &after),
-                _ => Err(DecodeError::MissingRow { op, field: "after" }),
-            }
-        }
-        "d" => {
-            if let Some(key) = message_key(source, key)? {
-                return Ok(Change::Delete { key });
-            }
-            let schemas = FieldSchemas::of_envelope(schema, "before");
-            match payload.remove("before") {
-                Some(Json::Object(before)) => Ok(Change::Delete {
-                    key: row_key(source, &schemas, &before)?,
-                }),
-                _ => Err(DecodeError::MissingKey(
-                    source.columns[source.key[0]].name.clone(),
-                )),
-            }
-        }
-        "t" => Ok(Change::Truncate),
-        _ => Err(DecodeError::UnknownOp(op)),
-    }
-}
-
-fn decode_flat(
-    source: &SourcePlan,
-    key: Option<&[u8]>,
-    schema: Option<&Json>,
-    payload: Map<String, Json>,
-) -> Result<Change, DecodeError> {
-    let deleted = match payload.get("__deleted") {
-        Some(Json::String(s)) => s == "true",
-        Some(Json::Bool(b)) => *b,
-        _ => false,
-    } || payload.get("__op").and_then(Json::as_str) == Some("d");
-    let schemas = FieldSchemas::of_flat(schema);
-    if deleted {
-        if let Some(key) = message_key(source, key)? {
-            return Ok(Change::Delete { key });
-        }
-        return Ok(Change::Delete {
-            key: row_key(source, &schemas, &payload)?,
-        });
-    }
-    if let Some(op) = payload.get("__op").and_then(Json::as_str) {
-        if op == "t" {
-            return Ok(Change::Truncate);
-        }
-        if !matches!(op, "c" | "r" | "u") {
-            return Err(DecodeError::UnknownOp(op.to_owned()));
-        }
-    }
-    upsert(source, key, &schemas, &payload)
-}
-
-fn upsert(
-    source: &SourcePlan,
-    key: Option<&[u8]>,
-    schemas: &FieldSchemas,
-    row: &Map<String, Json>,
-) -> Result<Change, DecodeError> {
-    let mut values = Vec::with_capacity(source.columns.len());
-    for column in &source.columns {
-        let json = row
-            .get(&column.name)
-            .ok_or_else(|| DecodeError::MissingColumn(column.name.clone()))?;
-        values.push(
-            column::decode(json, column.ty, schemas.get(&column.name)).map_err(|problem| {
-                DecodeError::Column {
-                    column: column.name.clone(),
-                    problem,
-                }
-            })?,
-        );
-    }
-    // The record key first, as for deletes, so that an upsert and a later delete of the same row
-    // always name the same key; the row's primary-key columns when there is no usable key.
-    let key = match message_key(source, key)? {
-        Some(key) => key,
-        None => {
-            let key_values: Vec<Value> = source.key.iter().map(|&i| values[i].clone()).collect();
-            if let Some(i) = key_values.iter().position(Value::is_null) {
-                return Err(DecodeError::NullKey(
-                    source.columns[source.key[i]].name.clone(),
-                ));
-            }
-            Row::from(key_values)
-        }
-    };
-    Ok(Change::Upsert {
-        key,
-        row: values.into(),
-    })
-}
-
-/// The primary key from a row object (`before` of a delete, or a flattened row).
-fn row_key(
-    source: &SourcePlan,
-    schemas: &FieldSchemas,
-    row: &Map<String, Json>,
-) -> Result<Row, DecodeError> {
+/// The primary key from a row object (`before` of a delete, a flattened row, a record key).
+fn row_key(source: &SourcePlan, schemas: &FieldSchemas, row: &Object) -> Result<Row, DecodeError> {
     let mut key = Vec::with_capacity(source.key.len());
     for &i in &source.key {
         let column = &source.columns[i];
-        let json = row
+        let raw = row
             .get(&column.name)
             .ok_or_else(|| DecodeError::MissingKey(column.name.clone()))?;
-        let value =
-            column::decode(json, column.ty, schemas.get(&column.name)).map_err(|problem| {
-                DecodeError::Column {
-                    column: column.name.clone(),
-                    problem,
-                }
-            })?;
+        let value = decode_column(raw, column, schemas.get(&column.name))?;
         if value.is_null() {
             return Err(DecodeError::NullKey(column.name.clone()));
         }
@@ -290,41 +468,7 @@ fn row_key(
 /// The primary key from the record key: a JSON object with the key columns (schema-wrapped or
 /// not), or a bare scalar for a one-column key. `None` when there is no usable key.
 pub fn message_key(source: &SourcePlan, key: Option<&[u8]>) -> Result<Option<Row>, DecodeError> {
-    let Some(bytes) = key.filter(|b| !b.is_empty()) else {
-        return Ok(None);
-    };
-    let Ok(json) = serde_json::from_slice::<Json>(bytes) else {
-        return Ok(None);
-    };
-    let (schema, payload) = unwrap_schema(json);
-    match payload {
-        Json::Object(map) => {
-            let schemas = FieldSchemas::of_flat(schema.as_ref());
-            if source
-                .key
-                .iter()
-                .all(|&i| map.contains_key(&source.columns[i].name))
-            {
-                row_key(source, &schemas, &map).map(Some)
-            } else {
-                Ok(None)
-            }
-        }
-        Json::Null => Ok(None),
-        scalar if source.key.len() == 1 => {
-            let column = &source.columns[source.key[0]];
-            // A schema-wrapped scalar key (e.g. after ExtractField$Key) carries its own semantic type.
-            let field = schema.as_ref().map(column::FieldSchema::of);
-            let value = column::decode(&scalar, column.ty, field.as_ref()).map_err(|problem| {
-                DecodeError::Column {
-                    column: column.name.clone(),
-                    problem,
-                }
-            })?;
-            Ok((!value.is_null()).then(|| Row::from(vec![value])))
-        }
-        _ => Ok(None),
-    }
+    Decoder::new().message_key(source, key)
 }
 
 #[cfg(test)]

@@ -889,3 +889,125 @@ fn record_row_and_key_columns_show_what_the_record_carries() {
     assert_eq!(key_columns(Some(b"7")), None);
     assert_eq!(key_columns(None), None);
 }
+
+// --- One decoder for a stream: the schema cache. ---
+
+/// An orders row schema with another decimal scale and another timestamp unit.
+fn orders_row_schema_with(scale: &str, time: &str) -> Json {
+    let mut schema = orders_row_schema(None);
+    schema["fields"][1]["parameters"]["scale"] = json!(scale);
+    schema["fields"][2]["name"] = json!(time);
+    schema
+}
+
+fn wrapped(schema: &Json, payload: Json) -> Vec<u8> {
+    bytes(&json!({"schema": schema, "payload": payload}))
+}
+
+#[test]
+fn one_decoder_alternating_two_schemas_decodes_each_record_by_its_own() {
+    let micros = orders_row_schema(None);
+    let millis = orders_row_schema_with("3", "io.debezium.time.Timestamp");
+    let by_micros = Change::Upsert {
+        key: row(vec![Value::Int(7)]),
+        row: order_7_row(),
+    };
+    let by_millis = Change::Upsert {
+        key: row(vec![Value::Int(7)]),
+        row: row(vec![
+            Value::Int(7),
+            Value::decimal(Decimal::parse("12.345").unwrap()),
+            Value::Timestamp(1_660_553_637_123_456_000),
+        ]),
+    };
+    let mut decoder = Decoder::new();
+    for _ in 0..3 {
+        for (schema, expected) in [(&micros, &by_micros), (&millis, &by_millis)] {
+            let value = wrapped(schema, order_7());
+            assert_eq!(
+                &decoder.decode(&orders(), None, Some(&value)).unwrap(),
+                expected
+            );
+            // The same as a decoder that never saw another schema.
+            assert_eq!(&decode(&orders(), None, Some(&value)).unwrap(), expected);
+        }
+    }
+}
+
+#[test]
+fn a_schema_change_mid_stream_gives_the_new_types() {
+    let mut decoder = Decoder::new();
+    let old = wrapped(&orders_row_schema(None), order_7());
+    assert_eq!(
+        decoder.decode(&orders(), None, Some(&old)).unwrap(),
+        Change::Upsert {
+            key: row(vec![Value::Int(7)]),
+            row: order_7_row()
+        }
+    );
+    // More distinct schemas than the cache holds, then the first one again: each is right.
+    for scale in 0..(SCHEMA_CACHE_SIZE as u32 + 2) {
+        let schema = orders_row_schema_with(&scale.to_string(), "io.debezium.time.Timestamp");
+        let value = wrapped(&schema, order_7());
+        let Change::Upsert { row: got, .. } =
+            decoder.decode(&orders(), None, Some(&value)).unwrap()
+        else {
+            panic!("not an upsert");
+        };
+        let expected = Decimal::new(12345, scale);
+        assert_eq!(got.get(1), Some(&Value::decimal(expected)), "scale {scale}");
+        assert_eq!(
+            got.get(2),
+            Some(&Value::Timestamp(1_660_553_637_123_456_000))
+        );
+    }
+    assert_eq!(
+        decoder.decode(&orders(), None, Some(&old)).unwrap(),
+        Change::Upsert {
+            key: row(vec![Value::Int(7)]),
+            row: order_7_row()
+        }
+    );
+    // Schemas switched off: the record decodes as without any schema.
+    assert!(matches!(
+        decoder.decode(&orders(), None, Some(&bytes(&order_7()))),
+        Err(DecodeError::Column { .. })
+    ));
+}
+
+#[test]
+fn a_repeated_key_keeps_its_last_value_and_escapes_are_read() {
+    let value = br#"{"id": 1, "email": "a\u0064a@example.com", "username": "ada\"l", "registered_at": 0, "id": 2}"#;
+    let Change::Upsert { key, row: got } = decode(&users(), None, Some(value)).unwrap() else {
+        panic!("not an upsert");
+    };
+    assert_eq!(key, row(vec![str("ada@example.com")]));
+    assert_eq!(got.first(), Some(&Value::Int(2)));
+    assert_eq!(got.get(2), Some(&str("ada\"l")));
+    // A wrapper whose `payload` repeats: the last one.
+    let value = br#"{"payload": null, "schema": null, "payload": {"id": 1, "email": "e", "username": "u", "registered_at": 0}}"#;
+    assert!(matches!(
+        decode(&users(), None, Some(value)),
+        Ok(Change::Upsert { .. })
+    ));
+}
+
+#[test]
+fn integers_that_are_not_plain_digits_decode_as_before() {
+    let record =
+        |id: &str| format!(r#"{{"id": {id}, "email": "e", "username": "u", "registered_at": 0}}"#);
+    let id = |text: &str| match decode(&users(), None, Some(record(text).as_bytes())) {
+        Ok(Change::Upsert { row, .. }) => Ok(row.first().cloned()),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e),
+    };
+    assert_eq!(id("-12").unwrap(), Some(Value::Int(-12)));
+    assert_eq!(
+        id("9223372036854775807").unwrap(),
+        Some(Value::Int(i64::MAX))
+    );
+    assert!(id("-0").is_err());
+    assert!(id("1.0").is_err());
+    assert!(id("1e2").is_err());
+    assert!(id("9223372036854775808").is_err());
+}
