@@ -334,11 +334,12 @@ fn run_worker(
                         continue;
                     };
                     let report = &mut job.report;
+                    let decoder = &mut reader.decoder;
                     let got = reader.reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, timestamp| {
                         if let Some(ts) = timestamp.filter(|t| *t > 0) {
                             oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
                         }
-                        match decode::decode(source, key, value) {
+                        match decoder.decode(source, key, value) {
                             Ok(Change::Upsert { key, row }) => input.send(SourceEvent::Upsert { key, row: Some(row) }),
                             Ok(Change::Delete { key }) => input.send(SourceEvent::Upsert { key, row: None }),
                             Ok(Change::Truncate) => {
@@ -500,6 +501,8 @@ struct SourceReader {
     reader: TopicReader,
     /// Partitions of the topic in all.
     partition_count: i32,
+    /// Decodes this reader's records (keeps the schemas it has seen).
+    decoder: decode::Decoder,
 }
 
 /// One worker's Kafka side: readers of the installed sources and writers of the products.
@@ -572,6 +575,7 @@ impl WorkerJob<'_> {
                     name: catalog.plan.sources[s].name.clone(),
                     reader,
                     partition_count: count,
+                    decoder: decode::Decoder::new(),
                 },
             );
         }

@@ -80,6 +80,11 @@ fn read_share(
         readers.push((s, TopicReader::open(kafka, topic, partitions, worker)?));
     }
     let mut share = Share::default();
+    let mut decoders: Vec<decode::Decoder> = plan
+        .sources
+        .iter()
+        .map(|_| decode::Decoder::new())
+        .collect();
     loop {
         let mut open = false;
         let mut read = 0;
@@ -89,9 +94,10 @@ fn read_share(
             }
             open = true;
             let source = &plan.sources[*s];
+            let decoder = &mut decoders[*s];
             read += reader.poll(4096, Duration::ZERO, |_, key, value, _| {
                 share.bytes += (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)) as u64;
-                match decode::decode(source, key, value) {
+                match decoder.decode(source, key, value) {
                     Ok(change) => {
                         std::hint::black_box(change);
                     }

@@ -128,8 +128,9 @@ pub fn run(
     let mut inputs: Vec<Input> = Vec::new();
     for (s, source) in plan.sources.iter().enumerate() {
         let table = &mut state[s];
+        let mut decoder = decode::Decoder::new();
         read_records(kafka, &source.topic, |ts, key, value| {
-            let Ok(change) = decode::decode(source, key, value) else {
+            let Ok(change) = decoder.decode(source, key, value) else {
                 report.undecodable += 1;
                 return;
             };

@@ -51,8 +51,9 @@ pub fn replay_sources(
     let mut errors = Vec::new();
     for source in &plan.sources {
         let mut table = Table::new();
+        let mut decoder = decode::Decoder::new();
         records += read_topic(kafka, &source.topic, |origin, key, value| {
-            match decode::decode(source, key, value) {
+            match decoder.decode(source, key, value) {
                 Ok(Change::Upsert { key, row }) => {
                     table.insert(key, row);
                 }
