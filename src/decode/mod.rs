@@ -130,6 +130,26 @@ impl SchemaCache {
         self.entries.push((text.into(), schemas.clone()));
         Ok(schemas)
     }
+
+    /// A record as the JSON converter writes it, `{"schema":S,"payload":P}` without spaces, whose
+    /// schema text S is one already seen: its schemas and the payload, without scanning S again.
+    /// `None` for anything else (the caller then parses the whole record): a seen S was valid
+    /// JSON, and a JSON value ends where it ends, so the record reads exactly as when parsed whole.
+    fn known_wrapper<'a>(&self, bytes: &'a [u8]) -> Option<(Arc<Schemas>, Doc<'a>)> {
+        let after_head = bytes.strip_prefix(br#"{"schema":"#)?;
+        let (text, schemas) = self
+            .entries
+            .iter()
+            .rev()
+            .find(|(text, _)| after_head.starts_with(text.as_bytes()))?;
+        let rest = after_head[text.len()..].strip_prefix(br#","payload":"#)?;
+        let mut stream = serde_json::Deserializer::from_slice(rest).into_iter::<Doc<'a>>();
+        let payload = stream.next()?.ok()?;
+        let tail = rest.get(stream.byte_offset()..)?.strip_prefix(b"}")?;
+        tail.iter()
+            .all(|b| matches!(b, b' ' | b'\n' | b'\t' | b'\r'))
+            .then(|| (schemas.clone(), payload))
+    }
 }
 
 /// Decodes the records of a stream: one per reader (a source, a worker). Parses each record one
@@ -158,23 +178,26 @@ impl Decoder {
             Some(bytes) if !bytes.is_empty() => bytes,
             _ => return self.tombstone(source, key),
         };
-        let doc = raw::parse(bytes).map_err(invalid)?;
-        let (schema, payload) = match doc {
-            Doc::Object(object) if object.is_schema_wrapper() => {
-                let payload = object.get("payload").map(raw::parse_raw).transpose();
-                (
-                    object.get("schema"),
-                    payload.map_err(invalid)?.unwrap_or(Doc::Null),
-                )
-            }
-            doc => (None, doc),
+        let (known, schema, payload) = match self.values.known_wrapper(bytes) {
+            Some((schemas, payload)) => (Some(schemas), None, payload),
+            None => match raw::parse(bytes).map_err(invalid)? {
+                Doc::Object(object) if object.is_schema_wrapper() => {
+                    let payload = object.get("payload").map(raw::parse_raw).transpose();
+                    let payload = payload.map_err(invalid)?.unwrap_or(Doc::Null);
+                    (None, object.get("schema"), payload)
+                }
+                doc => (None, None, doc),
+            },
         };
         let payload = match payload {
             Doc::Null => return self.tombstone(source, key),
             Doc::Object(object) => object,
             Doc::Other(kind) => return Err(DecodeError::NotAnObject(kind)),
         };
-        let schemas = self.values.get(schema).map_err(invalid)?;
+        let schemas = match known {
+            Some(schemas) => schemas,
+            None => self.values.get(schema).map_err(invalid)?,
+        };
         if is_envelope(&payload) {
             self.decode_envelope(source, key, &schemas, &payload)
         } else {

@@ -1011,3 +1011,58 @@ fn integers_that_are_not_plain_digits_decode_as_before() {
     assert!(id("1e2").is_err());
     assert!(id("9223372036854775808").is_err());
 }
+
+#[test]
+fn a_seen_schema_is_not_read_again_but_the_record_still_is() {
+    let schema = orders_row_schema(None);
+    let text = serde_json::to_string(&schema).unwrap();
+    let payload = serde_json::to_string(&order_7()).unwrap();
+    let upsert_7 = Change::Upsert {
+        key: row(vec![Value::Int(7)]),
+        row: order_7_row(),
+    };
+    let mut decoder = Decoder::new();
+    let record = format!(r#"{{"schema":{text},"payload":{payload}}}"#);
+    for _ in 0..2 {
+        assert_eq!(
+            decoder
+                .decode(&orders(), None, Some(record.as_bytes()))
+                .unwrap(),
+            upsert_7
+        );
+    }
+    // Each like a decoder that never saw the schema.
+    let same = |decoder: &mut Decoder, record: &str| {
+        assert_eq!(
+            decoder.decode(&orders(), None, Some(record.as_bytes())),
+            decode(&orders(), None, Some(record.as_bytes())),
+            "{record}"
+        );
+    };
+    same(&mut decoder, &format!("{record} \n"));
+    same(&mut decoder, &format!("{record} x"));
+    same(
+        &mut decoder,
+        &format!(r#"{{"schema":{text},"payload":null}}"#),
+    );
+    same(
+        &mut decoder,
+        &format!(r#"{{"schema":{text},"payload":[1]}}"#),
+    );
+    same(
+        &mut decoder,
+        &format!(r#"{{"schema":{text},"payload":{{"order_id": }}}}"#),
+    );
+    same(
+        &mut decoder,
+        &format!(r#"{{"schema":{text},"payload":{payload},"extra":1}}"#),
+    );
+    // The last `schema` wins: here one without the decimal's scale.
+    let other = serde_json::to_string(&json!({"type": "struct", "fields": []})).unwrap();
+    let last = format!(r#"{{"schema":{text},"payload":{payload},"schema":{other}}}"#);
+    same(&mut decoder, &last);
+    assert!(matches!(
+        decoder.decode(&orders(), None, Some(last.as_bytes())),
+        Err(DecodeError::Column { .. })
+    ));
+}
