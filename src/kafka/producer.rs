@@ -40,6 +40,11 @@ pub struct Undelivered {
 #[derive(Default)]
 pub struct DeliveryTracker {
     pub delivered: AtomicU64,
+    /// Records handed to the client, and those whose delivery failed (each failure is either
+    /// sent again as a new record or a job error): `sent - delivered - failed` are in flight.
+    /// (The client's own queue length would count its queued log events too.)
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
     pub failure: Mutex<Option<String>>,
     /// Send records again on failures that may pass (else every failure is permanent).
     pub resend: bool,
@@ -99,7 +104,8 @@ impl DeliveryTracker {
 
     /// Notes that record `seq` with `key` is being sent; its latency counts from `source_ms`
     /// (0: not measured).
-    fn sending(&self, seq: usize, key: Option<&[u8]>, source_ms: i64) {
+    pub(super) fn sending(&self, seq: usize, key: Option<&[u8]>, source_ms: i64) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
         if self.supersede {
             if let Some(key) = key {
                 lock(&self.latest).insert(key.to_vec(), seq);
@@ -161,6 +167,12 @@ impl DeliveryTracker {
             ));
         }
         Ok(sent)
+    }
+
+    /// Records sent whose delivery has not been reported yet.
+    pub fn in_flight(&self) -> usize {
+        let done = self.delivered.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed);
+        self.sent.load(Ordering::Relaxed).saturating_sub(done) as usize
     }
 
     /// Records failed and waiting to be sent again.
@@ -228,6 +240,7 @@ impl ProducerContext for TrackingContext {
                 }
             }
             Err((e, message)) if tracker.resend && !permanent(e) => {
+                tracker.failed.fetch_add(1, Ordering::Relaxed);
                 lock(&tracker.undelivered).push(Undelivered {
                     seq,
                     topic: message.topic().to_owned(),
@@ -240,6 +253,7 @@ impl ProducerContext for TrackingContext {
                 });
             }
             Err((e, message)) => {
+                tracker.failed.fetch_add(1, Ordering::Relaxed);
                 let mut failure = lock(&tracker.failure);
                 failure.get_or_insert_with(|| {
                     format!(
@@ -310,7 +324,7 @@ pub fn flush_all<C: ProducerContext<DeliveryOpaque = usize> + 'static>(
     loop {
         tracker.check()?;
         tracker.resend_undelivered(producer, next_seq, RESEND_BACKOFF)?;
-        let pending = producer.in_flight_count().max(0) as usize + tracker.waiting();
+        let pending = tracker.in_flight() + tracker.waiting();
         if pending == 0 {
             return Ok(());
         }
