@@ -114,24 +114,7 @@ fn products_are_added_removed_and_rebuilt_while_the_job_runs() {
     generate(&profile, 11);
 
     let log = data.path().join("job.log");
-    let job = denorm()
-        .args([
-            "run",
-            folder.to_str().unwrap(),
-            "--brokers",
-            &brokers(),
-            "-w",
-            "2",
-            "--watch-interval",
-            "0.3",
-        ])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let job = scopeguard(job);
+    let job = watching_job(&folder, &log);
 
     assert!(
         wait_for(Duration::from_secs(60), || verify_ok(&profile)),
@@ -238,24 +221,7 @@ fn a_third_product_added_to_a_running_job_shares_relations_and_all_three_verify(
     generate(&profile, 21);
 
     let log = data.path().join("job.log");
-    let job = denorm()
-        .args([
-            "run",
-            folder.to_str().unwrap(),
-            "--brokers",
-            &brokers(),
-            "-w",
-            "2",
-            "--watch-interval",
-            "0.3",
-        ])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let job = scopeguard(job);
+    let job = watching_job(&folder, &log);
     assert!(
         wait_for(Duration::from_secs(60), || verify_ok(&profile)
             && verify_ok(&card)),
@@ -344,6 +310,29 @@ impl Drop for Guard {
 
 fn scopeguard(child: Child) -> Guard {
     Guard(Some(child))
+}
+
+/// A 2-worker job over the products of `folder`, watching it every 0.3 s, logging to `log`;
+/// stopped when the guard drops.
+fn watching_job(folder: &Path, log: &Path) -> Guard {
+    let job = denorm()
+        .args([
+            "run",
+            folder.to_str().unwrap(),
+            "--brokers",
+            &brokers(),
+            "-w",
+            "2",
+            "--watch-interval",
+            "0.3",
+        ])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    scopeguard(job)
 }
 
 /// A product that declares only the columns it uses of two shared topics, in another order
