@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use timely::synchronization::Sequencer;
 
 use crate::dataflow::catalog::Catalog;
-use crate::dataflow::sink::{Failure, SharedWriter, Side};
+use crate::dataflow::sink::{DocKey, Failure, SharedWriter, Side};
 use crate::dataflow::upsert::SourceEvent;
 use crate::dataflow::Time;
 use crate::decode::{self, Change};
@@ -448,7 +448,7 @@ fn run_worker(
                 let held = read_output(options, &product.plan.output_topic, index, peers)?;
                 tracing::info!(worker = index, topic = %product.plan.output_topic, documents = held.len(), "read the output topic");
                 for (key, doc) in held {
-                    input.send(Side::Held(key, doc));
+                    input.send(Side::Held(DocKey::new(key), doc));
                 }
             }
         }

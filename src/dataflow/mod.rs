@@ -16,7 +16,7 @@ use upsert::SourceEvent;
 
 /// A source's input handle.
 pub type SourceInput = InputHandle<Time, CapacityContainerBuilder<Vec<SourceEvent>>>;
-/// What a product's output topic held when it started: `Side::Held(key JSON, document JSON)`.
+/// What a product's output topic held when it started: `Side::Held(key, document JSON)`.
 pub type EmittedInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::Side>>>;
 /// Held by every worker until it has caught up with its sources. Then it sends, at the time it
 /// caught up, one message addressed to each worker (the value is the addressee) and drops the

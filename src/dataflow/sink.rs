@@ -51,10 +51,33 @@ pub enum Out {
     Text(String),
 }
 
-/// A `(key JSON, document)` update with its time and multiplicity.
-pub type OutUpdate = ((String, Out), Time, isize);
+/// A rendered root key (a JSON object) with a hash of its text. Keys order by the hash first, so
+/// consolidating the held documents tells keys apart by one integer comparison (their texts
+/// share a long prefix such as `{"email":"`); the hash also routes the key to its worker.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DocKey {
+    hash: u64,
+    json: String,
+}
+
+impl DocKey {
+    pub fn new(json: String) -> DocKey {
+        DocKey {
+            hash: json.hashed(),
+            json,
+        }
+    }
+
+    /// The worker-routing hash (the same for a computed key and one read back from the topic).
+    pub fn route(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// A `(key, document)` update with its time and multiplicity.
+pub type OutUpdate = ((DocKey, Out), Time, isize);
 /// A document update with its multiplicity, waiting for its time to complete.
-type Pending = ((String, Out), isize);
+type Pending = ((DocKey, Out), isize);
 
 pub type SharedWriter = Rc<RefCell<dyn DocWriter>>;
 /// The first error a worker met; the job loop stops on it.
@@ -72,7 +95,7 @@ pub type Control = Rc<SinkControl>;
 
 /// About how many bytes a held update takes (a document shared with the arrangements counts
 /// in full: the estimate errs towards consolidating more often).
-fn held_size((key, out): &(String, Out)) -> usize {
+fn held_size((key, out): &(DocKey, Out)) -> usize {
     fn value_size(value: &Value) -> usize {
         match value {
             Value::Str(s) | Value::Json(s) => 24 + s.len(),
@@ -80,7 +103,7 @@ fn held_size((key, out): &(String, Out)) -> usize {
             _ => 24,
         }
     }
-    key.len()
+    key.json.len()
         + match out {
             Out::Text(text) => text.len(),
             Out::Doc(doc) => value_size(doc),
@@ -108,8 +131,8 @@ pub fn render_key(key_names: &[String], key: &Row) -> String {
 pub enum Side {
     /// Sent by every worker to every worker (the value is the addressee) at the time it caught up.
     CaughtUp(u64),
-    /// `(key JSON, document JSON)` as the output topic holds it.
-    Held(String, String),
+    /// `(key, document JSON)` as the output topic holds it.
+    Held(DocKey, String),
 }
 
 /// Emits the changes of `docs` (root key → document) against what the output topic held when
@@ -131,15 +154,16 @@ pub fn sink<'s>(
     control: Control,
 ) -> Stream<'s, Time, Vec<()>> {
     let peers = docs.scope().peers();
-    let rendered = docs.map(move |(key, doc)| (render_key(&key_names, &key), Out::Doc(doc)));
+    let rendered =
+        docs.map(move |(key, doc)| (DocKey::new(render_key(&key_names, &key)), Out::Doc(doc)));
     rendered
         .inner
         .binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
             side,
-            Exchange::new(|((key, _), _, _): &OutUpdate| key.hashed()),
+            Exchange::new(|((key, _), _, _): &OutUpdate| key.route()),
             Exchange::new(|side: &Side| match side {
                 Side::CaughtUp(worker) => *worker,
-                Side::Held(key, _) => key.hashed(),
+                Side::Held(key, _) => key.route(),
             }),
             &format!("Sink({name})"),
             move |_cap, _info| {
@@ -229,12 +253,12 @@ pub fn sink<'s>(
                                     consolidate(batch);
                                 }
                             }
+                            // Bytes scale with the updates left (the average update keeps its
+                            // size): walking every held document again cost more than the rest
+                            // of the sink.
+                            let before = held.max(1);
                             held = pending.values().map(|(_, b)| b.len()).sum();
-                            held_bytes = pending
-                                .values()
-                                .flat_map(|(_, b)| b.iter())
-                                .map(|(kv, _)| held_size(kv))
-                                .sum();
+                            held_bytes = (held_bytes as u128 * held as u128 / before as u128) as usize;
                             compacted_at = held.max(1024);
                             compacted_bytes = held_bytes.max(MIN_COMPACT_BYTES);
                         }
@@ -247,10 +271,9 @@ pub fn sink<'s>(
                             break;
                         }
                         let (cap, mut batch) = entry.remove();
+                        let before = held.max(1);
                         held -= batch.len();
-                        held_bytes = held_bytes.saturating_sub(
-                            batch.iter().map(|(kv, _)| held_size(kv)).sum(),
-                        );
+                        held_bytes = (held_bytes as u128 * held as u128 / before as u128) as usize;
                         ready.append(&mut batch);
                         caps.push(cap);
                     }
@@ -299,7 +322,7 @@ pub fn changes(updates: &mut Vec<Pending>, shape: &Shape) -> Vec<(String, Option
                     text
                 }
             };
-            ((key, text), diff)
+            ((key.json, text), diff)
         })
         .collect();
     consolidate(&mut texts);
@@ -322,7 +345,10 @@ mod tests {
     use super::*;
 
     fn update(key: &str, doc: &str, diff: isize) -> Pending {
-        ((key.to_owned(), Out::Text(doc.to_owned())), diff)
+        (
+            (DocKey::new(key.to_owned()), Out::Text(doc.to_owned())),
+            diff,
+        )
     }
 
     #[test]
