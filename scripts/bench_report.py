@@ -67,13 +67,22 @@ def hydration_step(result, layout):
     return next((h for h in steps(result, "hydration") if h["layout"] == layout), None)
 
 
+def done_changes(result):
+    """Change stretches the job read in time (a stretch it fell behind on is recorded apart)."""
+    return [c for c in steps(result, "changes") if "timed_out_seconds" not in c]
+
+
+def behind_changes(result):
+    return [c for c in steps(result, "changes") if "timed_out_seconds" in c]
+
+
 def flat_out(result):
-    runs = [c for c in steps(result, "changes") if c["target_rate"] == "max"]
+    runs = [c for c in done_changes(result) if c["target_rate"] == "max"]
     return runs[0] if runs else None
 
 
 def at_rate(result, target):
-    return next((c for c in steps(result, "changes") if c["target_rate"] == str(target)), None)
+    return next((c for c in done_changes(result) if c["target_rate"] == str(target)), None)
 
 
 def section(results):
@@ -149,11 +158,16 @@ def section(results):
     )
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        for c in steps(r, "changes"):
+        for c in done_changes(r):
             out.append(
                 f"| {r['size']} | {c['target_rate']} | {c['records']:,} | {rate(c['input_rate'])} | "
                 f"{rate(c['sustained_rate'])} | {c['drain_ms'] if c['drain_ms'] is not None else '—'} | "
                 f"{c['traced']:,} ({c['traced'] / max(c['records'], 1):.1%}) | {ms(c['p50_ms'])} | {ms(c['p90_ms'])} | {ms(c['p99_ms'])} | {ms(c['max_ms'])} | {c['load_after']} |"
+            )
+        for c in behind_changes(r):
+            out.append(
+                f"| {r['size']} | {c['target_rate']} | {c['records']:,} | — | not kept up: {c['read'] - (c['expected_read'] - c['records']):,} "
+                f"of {c['records']:,} read after {c['timed_out_seconds']} s (later rates skipped) | — | — | — | — | — | — | — |"
             )
         for p in steps(r, "postgres"):
             out.append(
@@ -357,7 +371,7 @@ def plot(results, folder):
     # Latency vs change rate.
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
-        runs = sorted((c for c in steps(r, "changes") if c["p50_ms"] is not None), key=lambda c: c["input_rate"])
+        runs = sorted((c for c in done_changes(r) if c["p50_ms"] is not None), key=lambda c: c["input_rate"])
         x = [c["input_rate"] for c in runs]
         for key, style in (("p50_ms", "o-"), ("p99_ms", "s-"), ("max_ms", "^:")):
             ax.plot(x, [max(c[key], 0.1) for c in runs], style, label=f"{r['size']} {key[:-3]}")
