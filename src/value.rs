@@ -26,18 +26,6 @@ pub struct Row {
     values: Arc<[Value]>,
 }
 
-impl Row {
-    /// The shared values.
-    pub fn values(&self) -> &Arc<[Value]> {
-        &self.values
-    }
-
-    /// The row's hash: a function of its values only (fixed seed).
-    pub fn hash_code(&self) -> u64 {
-        self.hash
-    }
-}
-
 /// The hash a row of `values` carries.
 fn hash_values(values: &[Value]) -> u64 {
     use std::hash::{BuildHasher, Hash, Hasher};
@@ -440,6 +428,32 @@ fn write_str(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_equal_by_value_and_order_consistently() {
+        let a = row([Value::str("ada"), Value::Int(7)]);
+        let same = row([Value::str("ada"), Value::Int(7)]); // another allocation
+        let other = row([Value::str("ada"), Value::Int(8)]);
+        assert_eq!(a, same);
+        assert_eq!(a.cmp(&same), Ordering::Equal);
+        assert_ne!(a, other);
+        assert_ne!(a.cmp(&other), Ordering::Equal);
+        assert_eq!(a.cmp(&other), other.cmp(&a).reverse());
+        let hash = |r: &Row| differential_dataflow::Hashable::hashed(r);
+        assert_eq!(hash(&a), hash(&same));
+        // Sorting and deduplicating finds equal rows whatever their allocation.
+        let mut rows = vec![other.clone(), a.clone(), same.clone(), other.clone()];
+        rows.sort();
+        rows.dedup();
+        assert_eq!(rows.len(), 2);
+        // A row sent to another process arrives equal, with the same hash and order.
+        let bytes = serde_json::to_vec(&a).unwrap();
+        let back: Row = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(hash(&back), hash(&a));
+        assert_eq!(back.cmp(&other), a.cmp(&other));
+        assert_eq!(&*back, &[Value::str("ada"), Value::Int(7)][..]);
+    }
 
     #[test]
     fn decimals_normalise_and_order_numerically() {

@@ -1,11 +1,15 @@
-//! Paces a producer to a fixed rate: record `i` is not sent before `start + i / rate`. Falling
-//! behind (a slow broker) is not made up by a burst beyond what the schedule allows.
+//! Paces a producer to a fixed rate: record `i` is not sent before `start + i / rate`, where
+//! `start` is when the first record was due (not when the pacer was made: a generator may spend
+//! seconds building its model and skipping records first, and those seconds must not be made up
+//! by a burst). Falling behind (a slow broker) is not made up by a burst beyond what the schedule
+//! allows.
 
 use std::time::{Duration, Instant};
 
 /// A fixed-rate schedule.
 pub struct Pacer {
-    start: Instant,
+    /// Set when the first record is due.
+    start: Option<Instant>,
     rate: f64,
     sent: u64,
 }
@@ -18,7 +22,7 @@ impl Pacer {
             "the rate must be a positive number of records per second, not {rate}"
         );
         Ok(Pacer {
-            start: Instant::now(),
+            start: None,
             rate,
             sent: 0,
         })
@@ -26,7 +30,8 @@ impl Pacer {
 
     /// Waits until the next record is due.
     pub fn wait(&mut self) {
-        let due = self.start + Duration::from_secs_f64(self.sent as f64 / self.rate);
+        let start = *self.start.get_or_insert_with(Instant::now);
+        let due = start + Duration::from_secs_f64(self.sent as f64 / self.rate);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
@@ -50,5 +55,21 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(99), "{took:?}");
         assert!(Pacer::new(0.0).is_err());
+    }
+
+    #[test]
+    fn time_before_the_first_record_is_not_made_up() {
+        let mut pacer = Pacer::new(1000.0).unwrap();
+        std::thread::sleep(Duration::from_millis(60)); // building a model, skipping records
+        let start = Instant::now();
+        for _ in 0..51 {
+            pacer.wait();
+        }
+        // 50 intervals of 1 ms from the first record, not a burst of the 60 ms missed before it.
+        assert!(
+            start.elapsed() >= Duration::from_millis(49),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }
