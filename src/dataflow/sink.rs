@@ -110,6 +110,11 @@ fn held_size((key, out): &(DocKey, Out)) -> usize {
         }
 }
 
+/// The held bytes once `before` updates became `after`, at the same average size per update.
+fn scale_bytes(bytes: usize, before: usize, after: usize) -> usize {
+    (bytes as u128 * after as u128 / before.max(1) as u128) as usize
+}
+
 /// Renders a root key as a JSON object of the primary key columns.
 pub fn render_key(key_names: &[String], key: &Row) -> String {
     let mut out = String::from("{");
@@ -256,9 +261,9 @@ pub fn sink<'s>(
                             // Bytes scale with the updates left (the average update keeps its
                             // size): walking every held document again cost more than the rest
                             // of the sink.
-                            let before = held.max(1);
+                            let before = held;
                             held = pending.values().map(|(_, b)| b.len()).sum();
-                            held_bytes = (held_bytes as u128 * held as u128 / before as u128) as usize;
+                            held_bytes = scale_bytes(held_bytes, before, held);
                             compacted_at = held.max(1024);
                             compacted_bytes = held_bytes.max(MIN_COMPACT_BYTES);
                         }
@@ -271,9 +276,9 @@ pub fn sink<'s>(
                             break;
                         }
                         let (cap, mut batch) = entry.remove();
-                        let before = held.max(1);
+                        let before = held;
                         held -= batch.len();
-                        held_bytes = (held_bytes as u128 * held as u128 / before as u128) as usize;
+                        held_bytes = scale_bytes(held_bytes, before, held);
                         ready.append(&mut batch);
                         caps.push(cap);
                     }
