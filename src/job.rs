@@ -1,16 +1,18 @@
 //! Runs a plan as a timely job fed from Kafka: each worker builds the dataflow, reads its share
-//! of the source partitions, decodes records into upserts, stamps each batch with a monotone
+//! of the source partitions, decodes records into upserts, stamps them with a monotone
 //! millisecond time, and steps the dataflow; the sinks write documents to the output topics.
 //!
-//! Reading is bounded: a worker does not read a new batch while too many earlier ones are still
-//! in the dataflow, so memory in flight is bounded by the batch size, not by the topics.
+//! Records are grouped into times by [`Epochs`]: while the dataflow is busy, what is read waits
+//! in one open time, so a hydrating job feeds few large times and an idle one closes each poll
+//! at once. Reading is bounded: a worker does not read while too many closed times are still in
+//! the dataflow or its open time is full, so memory in flight is bounded, not by the topics.
 //!
 //! What the workers of a process share to be observed — partition positions for the progress
 //! bars and lag gauges ([`crate::progress`]), source timestamps per time for the latency
 //! histogram ([`crate::latency`]) — is created here and handed to each worker.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use timely::synchronization::Sequencer;
 
 use crate::dataflow::catalog::Catalog;
+use crate::dataflow::epoch::{EpochLimits, Epochs};
 use crate::dataflow::sink::{DocKey, Failure, SharedWriter, Side};
 use crate::dataflow::upsert::SourceEvent;
 use crate::dataflow::Time;
@@ -57,8 +60,8 @@ pub struct JobOptions {
     pub dlq_topic: String,
     /// Records read per source per step.
     pub batch_size: usize,
-    /// Batches a worker may have in the dataflow before it stops reading.
-    pub max_in_flight: usize,
+    /// How records are grouped into times, and how many times may be in the dataflow.
+    pub epochs: EpochLimits,
     /// How long to wait for source topics to exist.
     pub topic_wait: Duration,
     /// Set to stop gracefully (Ctrl-C, SIGTERM): flush output and exit.
@@ -87,7 +90,7 @@ impl JobOptions {
             on_error: ErrorPolicy::Dlq,
             dlq_topic,
             batch_size: 4096,
-            max_in_flight: 8,
+            epochs: EpochLimits::default(),
             topic_wait: Duration::from_secs(30),
             stop: Arc::new(AtomicBool::new(false)),
             watch: None,
@@ -270,8 +273,7 @@ fn run_worker(
     };
 
     let mut inputs_open = true;
-    let mut time: Time = 0;
-    let mut in_flight: VecDeque<Time> = VecDeque::new();
+    let mut epochs = Epochs::new(options.epochs);
     let mut caught_up_at: Option<Time> = None;
     let mut job_caught_up = false;
     let mut read_since: BTreeMap<SourceId, u64> = BTreeMap::new();
@@ -288,8 +290,9 @@ fn run_worker(
             tracing::debug!(
                 worker = index,
                 iterations,
-                time,
-                in_flight = in_flight.len(),
+                time = epochs.time(),
+                open_records = epochs.open_records(),
+                in_flight = epochs.in_flight(),
                 records_read = job.report.records_read,
                 "loop"
             );
@@ -316,18 +319,17 @@ fn run_worker(
             }
             for command in sequencer.by_ref() {
                 job.apply(worker, &mut catalog, command, &failure)?;
-                catalog.advance_to(time);
+                catalog.advance_to(epochs.time());
             }
         }
         let mut read = 0;
+        let mut read_bytes = 0;
         // The Kafka timestamp of the oldest record of this batch, for the latency histogram.
         let mut oldest: Option<i64> = None;
         if inputs_open {
             // Backpressure: let the dataflow catch up before reading more.
-            while in_flight.front().is_some_and(|t| catalog.computed_past(t)) {
-                in_flight.pop_front();
-            }
-            if in_flight.len() < options.max_in_flight {
+            let may_read = epochs.may_read(|t| catalog.computed_past(t));
+            if may_read {
                 for (&s, reader) in job.readers.iter_mut() {
                     let partitions = reader.partition_count;
                     let Some((source, input)) = catalog.source(s) else {
@@ -340,8 +342,14 @@ fn run_worker(
                             oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
                         }
                         match decoder.decode(source, key, value) {
-                            Ok(Change::Upsert { key, row }) => input.send(SourceEvent::Upsert { key, row: Some(row) }),
-                            Ok(Change::Delete { key }) => input.send(SourceEvent::Upsert { key, row: None }),
+                            Ok(Change::Upsert { key, row }) => {
+                                read_bytes += key.size() + row.size();
+                                input.send(SourceEvent::Upsert { key, row: Some(row) })
+                            }
+                            Ok(Change::Delete { key }) => {
+                                read_bytes += key.size();
+                                input.send(SourceEvent::Upsert { key, row: None })
+                            }
                             Ok(Change::Truncate) => {
                                 if partitions > 1 {
                                     tracing::warn!(%origin, source = %source.name, partitions,
@@ -372,25 +380,30 @@ fn run_worker(
                     *count = 0;
                 }
             }
-            // Time follows the wall clock (in ms), and moves on by one past a batch of data. It
-            // never runs ahead while idle: the global frontier is the slowest worker's clock.
-            let clock = start.elapsed().as_millis() as Time;
-            let next = if read > 0 {
-                (time + 1).max(clock)
-            } else {
-                time.max(clock)
-            };
-            if read > 0 {
-                in_flight.push_back(time);
-                // Latency counts from batches read after this worker caught up.
-                if let (Some(ts), Some(_)) = (oldest, caught_up_at) {
-                    observed.source_times.note(time, ts);
-                }
+            epochs.fed(read, read_bytes);
+            // Latency counts from records read after this worker caught up.
+            if let (Some(ts), Some(_)) = (oldest, caught_up_at) {
+                observed.source_times.note(epochs.time(), ts);
             }
-            catalog.advance_to(next);
-            time = next;
-            if caught_up_at.is_none() && job.readers.values().all(|r| r.reader.caught_up()) {
+            // Caught up with some sources: what was read from them must be in a closed time,
+            // before the time at which the sinks are told so.
+            let catching_up =
+                caught_up_at.is_none() && job.readers.values().all(|r| r.reader.caught_up());
+            let releasing = catalog.products.iter().any(|p| {
+                p.hold.is_some()
+                    && p.sources
+                        .iter()
+                        .all(|s| job.readers.get(s).is_none_or(|r| r.reader.caught_up()))
+            });
+            // Time follows the wall clock (in ms). It never runs ahead while idle: the global
+            // frontier is the slowest worker's clock.
+            let clock = start.elapsed().as_millis() as Time;
+            epochs.tick(clock, (may_read && read == 0) || catching_up || releasing);
+            catalog.advance_to(epochs.time());
+            let time = epochs.time();
+            if catching_up {
                 caught_up_at = Some(time);
+                epochs.caught_up();
                 let after = start.elapsed();
                 job.report.caught_up_after = Some(after);
                 tracing::info!(

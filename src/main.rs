@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use denorm::dataflow::epoch::EpochLimits;
 use denorm::job::{self, ErrorPolicy, JobOptions};
 use denorm::kafka::client::KafkaOptions;
 use denorm::plan;
@@ -179,7 +180,8 @@ struct RunArgs {
     /// The dead-letter topic of `--on-error dlq` [default: <first product>.dlq].
     #[arg(long, env = "DENORM_DLQ_TOPIC", value_name = "TOPIC")]
     dlq_topic: Option<String>,
-    /// Records read per source per step (at most --max-in-flight steps are in the dataflow at once).
+    /// Records read per source per poll (several polls may go into one time: see
+    /// --max-epoch-records).
     #[arg(
         long,
         env = "DENORM_BATCH_SIZE",
@@ -196,12 +198,33 @@ struct RunArgs {
         value_name = "SECONDS"
     )]
     watch_interval: f64,
-    /// Batches a worker may have in the dataflow before it stops reading (bounds memory in
-    /// flight while hydrating).
+    /// Records a worker stamps with one time at most. While the dataflow computes earlier
+    /// times, the records read wait in the open time, up to this many; an idle job closes each
+    /// poll's records at once. Larger: faster hydration and catch-up (each document is rebuilt
+    /// once per time), more memory in flight.
+    #[arg(
+        long,
+        env = "DENORM_MAX_EPOCH_RECORDS",
+        default_value_t = EpochLimits::default().max_records as u64,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_epoch_records: u64,
+    /// MiB of decoded rows a worker stamps with one time at most (see --max-epoch-records).
+    #[arg(
+        long,
+        env = "DENORM_MAX_EPOCH_MIB",
+        default_value_t = (EpochLimits::default().max_bytes >> 20) as u64,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_epoch_mib: u64,
+    /// Closed times a worker may have in the dataflow before it stops reading (with
+    /// --max-epoch-records, bounds the records in flight while hydrating).
     #[arg(
         long,
         env = "DENORM_MAX_IN_FLIGHT",
-        default_value_t = 8,
+        default_value_t = EpochLimits::default().max_in_flight as u64,
         value_name = "N",
         value_parser = clap::value_parser!(u64).range(1..)
     )]
@@ -479,7 +502,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         options.watch = Some(args.files.clone());
         options.watch_interval = std::time::Duration::from_secs_f64(args.watch_interval);
     }
-    options.max_in_flight = args.max_in_flight as usize;
+    options.epochs = EpochLimits {
+        max_records: args.max_epoch_records as usize,
+        max_bytes: (args.max_epoch_mib as usize).saturating_mul(1 << 20),
+        max_in_flight: args.max_in_flight as usize,
+    };
     options.progress_bars = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {

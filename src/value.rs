@@ -59,6 +59,13 @@ impl FromIterator<Value> for Row {
     }
 }
 
+impl Row {
+    /// About the bytes this row takes (see [`Value::size`]), with its handle.
+    pub fn size(&self) -> usize {
+        16 + self.values.iter().map(Value::size).sum::<usize>()
+    }
+}
+
 impl std::ops::Deref for Row {
     type Target = [Value];
     fn deref(&self) -> &[Value] {
@@ -193,6 +200,17 @@ impl PartialOrd for Value {
 }
 
 impl Value {
+    /// About the bytes this value takes: its own 24 and what it points to (shared parts are
+    /// counted in full). For memory budgets, not accounting.
+    pub fn size(&self) -> usize {
+        match self {
+            Value::Str(s) | Value::Json(s) => 24 + s.len(),
+            Value::Decimal(_) => 24 + 32,
+            Value::Doc(items) => 24 + items.iter().map(Value::size).sum::<usize>(),
+            _ => 24,
+        }
+    }
+
     /// The variant's position in the declaration (values of different variants order by it).
     fn rank(&self) -> u8 {
         match self {

@@ -177,7 +177,9 @@ fn documents_follow_every_change() {
     produce(&phase1);
 
     let mut options = JobOptions::new(plan.clone(), kafka());
-    options.batch_size = 3; // many small batches: exercises consolidation across times
+    // Many small times: exercises consolidation across times.
+    options.batch_size = 3;
+    options.epochs.max_records = 3;
     let stop = options.stop.clone();
     let job = std::thread::spawn(move || job::run(options, timely::Config::process(2)));
 

@@ -757,8 +757,19 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
     let (changes, rest) = rest.split_at(2000);
     produce(changes);
 
-    // SIGINT while hydrating (small batches, one in flight: hydration takes a while).
-    let mut job = Job::start(&p, &b, &["--batch-size", "16", "--max-in-flight", "1"]);
+    // SIGINT while hydrating (small times, one in flight: hydration takes a while).
+    let mut job = Job::start(
+        &p,
+        &b,
+        &[
+            "--batch-size",
+            "16",
+            "--max-epoch-records",
+            "16",
+            "--max-in-flight",
+            "1",
+        ],
+    );
     job.wait_log("worker reading", Duration::from_secs(60));
     assert!(wait_for(Duration::from_secs(30), || job
         .metric("denorm_records_read_total")
@@ -1107,7 +1118,16 @@ fn hydrate(records: usize, flight: &str) -> (u64, u64) {
     let mut job = Job::start(
         &p,
         &brokers(),
-        &["-w", "2", "--batch-size", "256", "--max-in-flight", flight],
+        &[
+            "-w",
+            "2",
+            "--batch-size",
+            "256",
+            "--max-epoch-mib",
+            "16",
+            "--max-in-flight",
+            flight,
+        ],
     );
     let mut peak = 0;
     let end = Instant::now() + Duration::from_secs(180);
@@ -1131,8 +1151,9 @@ fn hydrate(records: usize, flight: &str) -> (u64, u64) {
 
 /// Peak memory while hydrating does not grow with the topic when the state does not: four
 /// times the records (all versions of the same rows) cost little more memory, and less than
-/// the topic. A worker keeps at most `--max-in-flight` batches in the dataflow and reads more
-/// only once they are computed; the sink consolidates held documents by count and by bytes.
+/// the topic. A worker's open time holds at most `--max-epoch-mib` of decoded rows, it keeps at
+/// most `--max-in-flight` closed times in the dataflow and reads more only once they are
+/// computed; the sink consolidates held documents by count and by bytes.
 #[test]
 fn hydration_memory_is_bounded_by_the_state_not_by_the_topic() {
     let flight = std::env::var("DENORM_TEST_MAX_IN_FLIGHT").unwrap_or("8".into());

@@ -5,7 +5,6 @@
 //! rendering of documents.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,15 +12,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::dataflow::catalog::Catalog;
+use crate::dataflow::epoch::{EpochLimits, Epochs};
 use crate::dataflow::sink::{DocWriter, Failure, SharedWriter};
 use crate::dataflow::upsert::SourceEvent;
 use crate::dataflow::Time;
 use crate::decode::Change;
 use crate::gen::GenOptions;
 use crate::plan::{Plan, SourceId};
+use crate::value::Row;
 
-/// Batches a worker may have in the dataflow before it feeds more (as in a job).
-const MAX_IN_FLIGHT: usize = 8;
 /// How long a worker waiting for others may sleep (it wakes on their messages).
 const PARK: Duration = Duration::from_millis(1);
 
@@ -59,6 +58,13 @@ impl DocWriter for CountingWriter {
 pub struct MemoryReport {
     pub products: Vec<String>,
     pub workers: usize,
+    /// Rows fed per poll, rows and bytes per time at most, closed times in flight at most.
+    pub batch_size: usize,
+    pub max_epoch_records: usize,
+    pub max_epoch_bytes: usize,
+    pub max_in_flight: usize,
+    /// Times the workers closed (each feeds the dataflow one group of rows).
+    pub times: u64,
     /// Input rows (generated snapshot records).
     pub rows: u64,
     /// Bytes of the generated records (key and value), for reference.
@@ -85,6 +91,7 @@ pub struct MemoryReport {
 /// What one worker did.
 struct WorkerResult {
     hydrated_after: f64,
+    times: u64,
     documents: u64,
     bytes: u64,
     digest: u64,
@@ -97,6 +104,7 @@ pub fn run(
     gen: &GenOptions,
     workers: usize,
     batch_size: usize,
+    epochs: EpochLimits,
 ) -> anyhow::Result<MemoryReport> {
     anyhow::ensure!(
         workers > 0 && batch_size > 0,
@@ -133,7 +141,7 @@ pub fn run(
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let events =
             std::mem::take(&mut shares.lock().unwrap_or_else(|p| p.into_inner())[worker.index()]);
-        hydrate(worker, &plan, events, batch_size, start).map_err(|e| format!("{e:#}"))
+        hydrate(worker, &plan, events, batch_size, epochs, start).map_err(|e| format!("{e:#}"))
     })
     .map_err(|e| anyhow::anyhow!("cannot start the timely workers: {e}"))?;
     let mut results = Vec::new();
@@ -150,6 +158,11 @@ pub fn run(
     Ok(MemoryReport {
         products,
         workers,
+        batch_size,
+        max_epoch_records: epochs.max_records,
+        max_epoch_bytes: epochs.max_bytes,
+        max_in_flight: epochs.max_in_flight,
+        times: results.iter().map(|r| r.times).sum(),
         rows,
         input_bytes,
         prepare_seconds,
@@ -178,6 +191,7 @@ fn hydrate(
     plan: &Plan,
     events: Vec<(SourceId, SourceEvent)>,
     batch_size: usize,
+    limits: EpochLimits,
     start: Instant,
 ) -> anyhow::Result<WorkerResult> {
     let failure: Failure = Rc::new(RefCell::new(None));
@@ -202,33 +216,41 @@ fn hydrate(
         None => Ok(()),
     };
 
-    let mut time: Time = 0;
-    let mut in_flight: VecDeque<Time> = VecDeque::new();
-    let mut events = events.into_iter();
+    // Grouped into times as a job groups what it reads; time follows the clock (in ms).
+    let clock = || start.elapsed().as_millis() as Time;
+    let mut epochs = Epochs::new(limits);
+    let mut times = 0u64;
+    let mut events = events.into_iter().peekable();
     loop {
-        let mut fed = 0;
-        for (s, event) in events.by_ref().take(batch_size) {
-            let (_, input) = catalog
-                .source(s)
-                .ok_or_else(|| anyhow::anyhow!("source {s} is not installed"))?;
-            input.send(event);
-            fed += 1;
+        let may_read = epochs.may_read(|t| catalog.computed_past(t));
+        let (mut fed, mut bytes) = (0, 0);
+        if may_read {
+            for (s, event) in events.by_ref().take(batch_size) {
+                let (_, input) = catalog
+                    .source(s)
+                    .ok_or_else(|| anyhow::anyhow!("source {s} is not installed"))?;
+                if let SourceEvent::Upsert { key, row } = &event {
+                    bytes += key.size() + row.as_ref().map_or(0, Row::size);
+                }
+                input.send(event);
+                fed += 1;
+            }
         }
-        if fed == 0 {
+        epochs.fed(fed, bytes);
+        let done = events.peek().is_none();
+        times += u64::from(epochs.tick(clock(), done).is_some());
+        catalog.advance_to(epochs.time());
+        if done {
             break;
         }
-        in_flight.push_back(time);
-        time += 1;
-        catalog.advance_to(time);
-        worker.step();
-        while in_flight.len() >= MAX_IN_FLIGHT {
-            while in_flight.front().is_some_and(|t| catalog.computed_past(t)) {
-                in_flight.pop_front();
-            }
+        if may_read {
+            worker.step();
+        } else {
             worker.step_or_park(Some(PARK));
-            check(&failure)?;
         }
+        check(&failure)?;
     }
+    let time = epochs.time();
     // Caught up: tell every worker's sinks, then move past that time so they can write.
     let peers = worker.peers();
     for product in catalog.products.iter_mut() {
@@ -239,8 +261,10 @@ fn hydrate(
             }
         }
     }
+    // Other workers may have caught up at a later time: the clock moves on until they did.
     catalog.advance_to(time + 1);
     while !catalog.products.iter().all(|p| p.control.caught_up.get()) {
+        catalog.advance_to(clock());
         worker.step_or_park(Some(PARK));
         check(&failure)?;
     }
@@ -253,6 +277,7 @@ fn hydrate(
     check(&failure)?;
     Ok(WorkerResult {
         hydrated_after,
+        times,
         documents: writers.iter().map(|w| w.borrow().documents).sum(),
         bytes: writers.iter().map(|w| w.borrow().bytes).sum(),
         digest: writers
@@ -280,11 +305,27 @@ mod tests {
             changes: 0,
             seed: 3,
         };
-        for workers in [1, 2] {
-            let report = run(github(), &gen, workers, 100).unwrap();
+        let mut digests = Vec::new();
+        // Many small times, and one per worker: the same documents.
+        for (workers, max_records) in [(1, 150), (2, 150), (2, 1 << 20)] {
+            let limits = EpochLimits {
+                max_records,
+                max_bytes: usize::MAX,
+                max_in_flight: 2,
+            };
+            let report = run(github(), &gen, workers, 100, limits).unwrap();
             // One document per user (the root), every user written once.
             assert_eq!(report.documents, 200, "{report:?}");
             assert!(report.rows > 200 && report.output_bytes > 0, "{report:?}");
+            if max_records == 150 {
+                // A time closes at the first poll that fills it: 100 + 100 rows.
+                assert!(
+                    report.times as usize >= report.rows as usize / 200,
+                    "{report:?}"
+                );
+            }
+            digests.push(report.output_digest);
         }
+        assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
     }
 }

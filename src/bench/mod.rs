@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 
+use crate::dataflow::epoch::EpochLimits;
 use crate::decode::{self, Change};
 use crate::gen::{GenOptions, Record};
 use crate::kafka::client::KafkaOptions;
@@ -42,9 +43,18 @@ pub enum BenchCommand {
         /// Worker threads.
         #[arg(short = 'w', long, default_value_t = 1)]
         workers: usize,
-        /// Rows per input batch (the job's default batch size).
+        /// Rows fed per source per poll (the job's default batch size).
         #[arg(long, default_value_t = 4096)]
         batch_size: usize,
+        /// Rows one time holds at most (as the job's --max-epoch-records).
+        #[arg(long, default_value_t = EpochLimits::default().max_records)]
+        max_epoch_records: usize,
+        /// MiB of decoded rows one time holds at most (as the job's --max-epoch-mib).
+        #[arg(long, default_value_t = EpochLimits::default().max_bytes >> 20)]
+        max_epoch_mib: usize,
+        /// Closed times in the dataflow before feeding stops (as the job's --max-in-flight).
+        #[arg(long, default_value_t = EpochLimits::default().max_in_flight)]
+        max_in_flight: usize,
     },
     /// Read and decode every record of the product's source topics, nothing else (the Kafka
     /// ceiling).
@@ -105,6 +115,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             seed,
             workers,
             batch_size,
+            max_epoch_records,
+            max_epoch_mib,
+            max_in_flight,
         } => {
             let plan = plan::load(&file)?;
             let gen = GenOptions {
@@ -112,7 +125,12 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 changes: 0,
                 seed,
             };
-            serde_json::to_value(memory::run(plan, &gen, workers, batch_size)?)?
+            let epochs = EpochLimits {
+                max_records: max_epoch_records,
+                max_bytes: max_epoch_mib << 20,
+                max_in_flight,
+            };
+            serde_json::to_value(memory::run(plan, &gen, workers, batch_size, epochs)?)?
         }
         BenchCommand::Consume {
             file,

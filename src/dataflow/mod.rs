@@ -5,6 +5,7 @@
 //! memory) and steps the worker.
 
 pub mod catalog;
+pub mod epoch;
 pub mod nest;
 pub mod sink;
 pub mod upsert;
@@ -25,5 +26,6 @@ pub type EmittedInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::Sid
 /// are in the documents.
 pub type HoldInput = InputHandle<Time, CapacityContainerBuilder<Vec<sink::Side>>>;
 
-/// Logical time: each worker stamps its input batches with a monotone millisecond counter.
+/// Logical time: each worker stamps its input with a monotone millisecond counter, one time per
+/// group of records ([`epoch::Epochs`]).
 pub type Time = u64;

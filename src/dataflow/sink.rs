@@ -96,17 +96,10 @@ pub type Control = Rc<SinkControl>;
 /// About how many bytes a held update takes (a document shared with the arrangements counts
 /// in full: the estimate errs towards consolidating more often).
 fn held_size((key, out): &(DocKey, Out)) -> usize {
-    fn value_size(value: &Value) -> usize {
-        match value {
-            Value::Str(s) | Value::Json(s) => 24 + s.len(),
-            Value::Doc(items) => 24 + items.iter().map(value_size).sum::<usize>(),
-            _ => 24,
-        }
-    }
     key.json.len()
         + match out {
             Out::Text(text) => text.len(),
-            Out::Doc(doc) => value_size(doc),
+            Out::Doc(doc) => doc.size(),
         }
 }
 

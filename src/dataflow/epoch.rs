@@ -1,0 +1,256 @@
+//! Epochs: which time a worker stamps the records it feeds with, and when it closes that time.
+//!
+//! A time stays open, gathering the records read, until it is full (`max_records` records or
+//! `max_bytes` of decoded rows) or the sources
+//! had nothing more to read; once the job writes output (it has caught up), also as soon as the
+//! dataflow has computed every earlier time. A hydrating job, which writes nothing until it has
+//! caught up, thus feeds the dataflow in times as large as memory allows; an idle job closes
+//! each poll's records at once (low latency), and a busy one — behind after a burst — in times
+//! as large as what it read while computing the previous one. Each document is rebuilt once per
+//! time at which one of its children changed, so fewer times mean fewer rebuilds.
+//! Reading stops while `max_in_flight` closed times are not yet computed, which bounds what is
+//! in flight to about `max_in_flight + 1` full times.
+
+use std::collections::VecDeque;
+
+use super::Time;
+
+/// How a worker groups the records it reads into times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochLimits {
+    /// Records one time holds at most.
+    pub max_records: usize,
+    /// Bytes of decoded rows (keys and values, [`crate::value::Row::size`]) one time holds at
+    /// most: what waits in the dataflow until the time is computed.
+    pub max_bytes: usize,
+    /// Closed times not yet computed before the worker stops reading.
+    pub max_in_flight: usize,
+}
+
+impl Default for EpochLimits {
+    fn default() -> Self {
+        EpochLimits {
+            max_records: 1 << 20,
+            max_bytes: 256 << 20,
+            max_in_flight: 2,
+        }
+    }
+}
+
+/// One worker's open time and the closed times still in the dataflow.
+#[derive(Debug)]
+pub struct Epochs {
+    limits: EpochLimits,
+    open: Time,
+    open_records: usize,
+    open_bytes: usize,
+    in_flight: VecDeque<Time>,
+    /// Output is being written: close the open time once nothing earlier is in flight.
+    eager: bool,
+}
+
+impl Epochs {
+    pub fn new(limits: EpochLimits) -> Self {
+        Epochs {
+            limits: EpochLimits {
+                max_records: limits.max_records.max(1),
+                max_bytes: limits.max_bytes.max(1),
+                max_in_flight: limits.max_in_flight.max(1),
+            },
+            open: 0,
+            open_records: 0,
+            open_bytes: 0,
+            in_flight: VecDeque::new(),
+            eager: false,
+        }
+    }
+
+    /// The job has caught up and writes output from now on: a time closes as soon as the
+    /// dataflow has computed the earlier ones, so that changes wait no longer than that.
+    pub fn caught_up(&mut self) {
+        self.eager = true;
+    }
+
+    /// The open time: what records fed now are stamped with.
+    pub fn time(&self) -> Time {
+        self.open
+    }
+
+    /// Records in the open time.
+    pub fn open_records(&self) -> usize {
+        self.open_records
+    }
+
+    /// Closed times not yet computed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Forgets the closed times the dataflow has computed; whether the worker may read more.
+    pub fn may_read(&mut self, computed_past: impl Fn(&Time) -> bool) -> bool {
+        while self.in_flight.front().is_some_and(&computed_past) {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.len() < self.limits.max_in_flight && !self.full()
+    }
+
+    fn full(&self) -> bool {
+        self.open_records >= self.limits.max_records || self.open_bytes >= self.limits.max_bytes
+    }
+
+    /// Counts `records` of `bytes` fed at the open time.
+    pub fn fed(&mut self, records: usize, bytes: usize) {
+        self.open_records += records;
+        self.open_bytes += bytes;
+    }
+
+    /// Moves time on towards `clock` (a monotone counter; 0 for a purely logical time). An open
+    /// time with records closes when it is full, when `idle` (the worker tried to read and got
+    /// nothing), or — once caught up — when nothing earlier is in flight; it returns the time
+    /// it closed. An empty open time just follows the clock.
+    pub fn tick(&mut self, clock: Time, idle: bool) -> Option<Time> {
+        if self.open_records == 0 {
+            self.open = self.open.max(clock);
+            return None;
+        }
+        let close = idle || self.full() || (self.eager && self.in_flight.is_empty());
+        if !close {
+            return None;
+        }
+        let closed = self.open;
+        self.in_flight.push_back(closed);
+        self.open = (closed + 1).max(clock);
+        self.open_records = 0;
+        self.open_bytes = 0;
+        Some(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epochs(max_records: usize, max_in_flight: usize) -> Epochs {
+        let mut e = Epochs::new(EpochLimits {
+            max_records,
+            max_bytes: usize::MAX,
+            max_in_flight,
+        });
+        e.caught_up();
+        e
+    }
+
+    #[test]
+    fn while_catching_up_a_time_closes_only_when_full_or_nothing_is_left_to_read() {
+        let mut e = Epochs::new(EpochLimits {
+            max_records: 100,
+            max_bytes: usize::MAX,
+            max_in_flight: 2,
+        });
+        for _ in 0..9 {
+            assert!(e.may_read(|_| true));
+            e.fed(10, 10);
+            assert_eq!(
+                e.tick(7, false),
+                None,
+                "nothing is in flight, but nothing is written yet"
+            );
+        }
+        e.fed(10, 10);
+        assert_eq!(e.tick(8, false), Some(0), "full");
+        e.fed(5, 5);
+        assert_eq!(e.tick(9, false), None);
+        assert_eq!(e.tick(9, true), Some(8), "the sources had nothing more");
+        e.caught_up();
+        e.fed(1, 1);
+        assert!(e.may_read(|_| true));
+        assert_eq!(
+            e.tick(10, false),
+            Some(9),
+            "caught up: closes as the dataflow is idle"
+        );
+    }
+
+    #[test]
+    fn an_idle_dataflow_gets_each_poll_in_its_own_time() {
+        let mut e = epochs(100, 2);
+        assert!(e.may_read(|_| true));
+        e.fed(5, 5);
+        assert_eq!(e.tick(10, false), Some(0));
+        assert_eq!(e.time(), 10);
+        assert!(e.may_read(|_| true));
+        assert_eq!(e.in_flight(), 0);
+        e.fed(3, 3);
+        assert_eq!(e.tick(10, false), Some(10));
+        assert_eq!(e.time(), 11, "a closed time is never reused");
+    }
+
+    #[test]
+    fn a_busy_dataflow_gets_the_records_read_meanwhile_in_one_time() {
+        let mut e = epochs(100, 2);
+        e.fed(5, 5);
+        assert_eq!(e.tick(1, false), Some(0));
+        // Time 1 is open; time 0 is still being computed.
+        for _ in 0..5 {
+            assert!(e.may_read(|_| false));
+            e.fed(10, 10);
+            assert_eq!(e.tick(2, false), None);
+        }
+        assert_eq!(e.open_records(), 50);
+        // Time 0 is done: the 50 records close at time 1.
+        assert!(e.may_read(|t| *t < 1));
+        assert_eq!(e.tick(3, false), Some(1));
+        assert_eq!((e.time(), e.open_records(), e.in_flight()), (3, 0, 1));
+    }
+
+    #[test]
+    fn a_full_time_closes_and_reading_stops_at_the_in_flight_limit() {
+        let mut e = epochs(20, 2);
+        e.fed(1, 1);
+        assert_eq!(e.tick(0, false), Some(0));
+        assert!(e.may_read(|_| false));
+        e.fed(15, 15);
+        assert_eq!(e.tick(0, false), None);
+        e.fed(15, 15);
+        assert!(!e.may_read(|_| false), "the open time is full");
+        assert_eq!(e.tick(0, false), Some(1));
+        assert_eq!(e.in_flight(), 2);
+        assert!(!e.may_read(|_| false), "two closed times in flight");
+        assert!(e.may_read(|t| *t == 0));
+        assert_eq!(e.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_time_is_full_at_its_bytes_too() {
+        let mut e = Epochs::new(EpochLimits {
+            max_records: 100,
+            max_bytes: 1000,
+            max_in_flight: 2,
+        });
+        e.fed(2, 600);
+        assert!(e.may_read(|_| false));
+        assert_eq!(e.tick(0, false), None);
+        e.fed(1, 600);
+        assert!(!e.may_read(|_| false));
+        assert_eq!(e.tick(0, false), Some(0));
+    }
+
+    #[test]
+    fn nothing_more_to_read_closes_the_open_time() {
+        let mut e = epochs(100, 4);
+        e.fed(1, 1);
+        e.tick(0, false);
+        e.fed(7, 7);
+        assert_eq!(e.tick(0, false), None);
+        assert_eq!(e.tick(0, true), Some(1));
+    }
+
+    #[test]
+    fn an_empty_time_follows_the_clock_and_closes_nothing() {
+        let mut e = epochs(100, 2);
+        assert_eq!(e.tick(5, true), None);
+        assert_eq!(e.time(), 5);
+        assert_eq!(e.tick(3, false), None);
+        assert_eq!(e.time(), 5, "time never goes back");
+    }
+}
