@@ -5,7 +5,8 @@
 //! Records are grouped into times by [`Epochs`]: while the dataflow is busy, what is read waits
 //! in one open time, so a hydrating job feeds few large times and an idle one closes each poll
 //! at once. Reading is bounded: a worker does not read while too many closed times are still in
-//! the dataflow or its open time is full, so memory in flight is bounded, not by the topics.
+//! the dataflow or its open time is full, so memory in flight is bounded by those limits, not
+//! by the size of the topics.
 //!
 //! What the workers of a process share to be observed — partition positions for the progress
 //! bars and lag gauges ([`crate::progress`]), source timestamps per time for the latency
@@ -330,6 +331,8 @@ fn run_worker(
             // Backpressure: let the dataflow catch up before reading more.
             let may_read = epochs.may_read(|t| catalog.computed_past(t));
             if may_read {
+                // Records the open time can still take, shared by the sources in turn.
+                let mut room = epochs.room();
                 for (&s, reader) in job.readers.iter_mut() {
                     let partitions = reader.partition_count;
                     let Some((source, input)) = catalog.source(s) else {
@@ -337,7 +340,10 @@ fn run_worker(
                     };
                     let report = &mut job.report;
                     let decoder = &mut reader.decoder;
-                    let got = reader.reader.poll(options.batch_size, Duration::ZERO, |origin, key, value, timestamp| {
+                    if room == 0 {
+                        break;
+                    }
+                    let got = reader.reader.poll(options.batch_size.min(room), Duration::ZERO, |origin, key, value, timestamp| {
                         if let Some(ts) = timestamp.filter(|t| *t > 0) {
                             oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
                         }
@@ -366,6 +372,7 @@ fn run_worker(
                     })?;
                     *read_since.entry(s).or_default() += got as u64;
                     read += got;
+                    room = room.saturating_sub(got);
                 }
             }
             job.report.records_read += read as u64;
@@ -395,8 +402,9 @@ fn run_worker(
                         .iter()
                         .all(|s| job.readers.get(s).is_none_or(|r| r.reader.caught_up()))
             });
-            // Time follows the wall clock (in ms). It never runs ahead while idle: the global
-            // frontier is the slowest worker's clock.
+            // An empty open time follows the wall clock (in ms); one holding records stays until
+            // it closes. Time never runs ahead while idle: the global frontier is the slowest
+            // worker's clock.
             let clock = start.elapsed().as_millis() as Time;
             epochs.tick(clock, (may_read && read == 0) || catching_up || releasing);
             catalog.advance_to(epochs.time());

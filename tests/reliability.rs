@@ -1124,7 +1124,7 @@ fn hydrate(records: usize, flight: &str) -> (u64, u64) {
             "--batch-size",
             "256",
             "--max-epoch-mib",
-            "16",
+            "4",
             "--max-in-flight",
             flight,
         ],
@@ -1156,7 +1156,7 @@ fn hydrate(records: usize, flight: &str) -> (u64, u64) {
 /// computed; the sink consolidates held documents by count and by bytes.
 #[test]
 fn hydration_memory_is_bounded_by_the_state_not_by_the_topic() {
-    let flight = std::env::var("DENORM_TEST_MAX_IN_FLIGHT").unwrap_or("8".into());
+    let flight = std::env::var("DENORM_TEST_MAX_IN_FLIGHT").unwrap_or("2".into());
     let (small_topic, small_peak) = hydrate(30_000, &flight);
     let (big_topic, big_peak) = hydrate(120_000, &flight);
     assert!(

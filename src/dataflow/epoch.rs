@@ -1,15 +1,16 @@
 //! Epochs: which time a worker stamps the records it feeds with, and when it closes that time.
 //!
-//! A time stays open, gathering the records read, until it is full (`max_records` records or
-//! `max_bytes` of decoded rows) or the sources
-//! had nothing more to read; once the job writes output (it has caught up), also as soon as the
-//! dataflow has computed every earlier time. A hydrating job, which writes nothing until it has
-//! caught up, thus feeds the dataflow in times as large as memory allows; an idle job closes
-//! each poll's records at once (low latency), and a busy one — behind after a burst — in times
-//! as large as what it read while computing the previous one. Each document is rebuilt once per
-//! time at which one of its children changed, so fewer times mean fewer rebuilds.
-//! Reading stops while `max_in_flight` closed times are not yet computed, which bounds what is
-//! in flight to about `max_in_flight + 1` full times.
+//! A time stays open, gathering the records read, until it is full (`max_records` records, or at
+//! least `max_bytes` of decoded rows: a poll is not split, so it may pass the bytes by one poll)
+//! or the sources had nothing more to read; once this worker has caught up with its sources
+//! (output is written from then on), also as soon as the dataflow has computed every earlier
+//! time. A hydrating worker, whose documents are not written before it has caught up, thus feeds
+//! the dataflow in times as large as memory allows; an idle one closes each poll's records at
+//! once (low latency), and a busy one — behind after a burst — in times as large as what it
+//! read while computing the previous one. Each document is rebuilt once per time at which one
+//! of its children changed, so fewer times mean fewer rebuilds. Reading stops while
+//! `max_in_flight` closed times are not yet computed, which bounds what is in flight to about
+//! `max_in_flight + 1` full times.
 
 use std::collections::VecDeque;
 
@@ -18,7 +19,7 @@ use super::Time;
 /// How a worker groups the records it reads into times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochLimits {
-    /// Records one time holds at most.
+    /// Records one time holds at most (feed at most [`Epochs::room`] records per poll).
     pub max_records: usize,
     /// Bytes of decoded rows (keys and values, [`crate::value::Row::size`]) one time holds at
     /// most: what waits in the dataflow until the time is computed.
@@ -96,6 +97,11 @@ impl Epochs {
 
     fn full(&self) -> bool {
         self.open_records >= self.limits.max_records || self.open_bytes >= self.limits.max_bytes
+    }
+
+    /// Records the open time can still take.
+    pub fn room(&self) -> usize {
+        self.limits.max_records.saturating_sub(self.open_records)
     }
 
     /// Counts `records` of `bytes` fed at the open time.
@@ -233,6 +239,18 @@ mod tests {
         e.fed(1, 600);
         assert!(!e.may_read(|_| false));
         assert_eq!(e.tick(0, false), Some(0));
+    }
+
+    #[test]
+    fn a_poll_takes_no_more_than_the_room_left() {
+        let mut e = epochs(10, 2);
+        e.fed(1, 1);
+        e.tick(0, false);
+        e.fed(7, 7);
+        assert_eq!(e.room(), 3);
+        e.fed(e.room(), 3);
+        assert_eq!(e.room(), 0);
+        assert!(!e.may_read(|_| false));
     }
 
     #[test]
