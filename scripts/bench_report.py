@@ -272,8 +272,9 @@ METHOD = [
     "`/usr/bin/time`'s maximum resident set (the sum of both processes for `-n 2 -w 1`, an upper bound); "
     "bytes/row = peak RSS / input rows.",
     "- **In-memory limit** (`denorm bench memory`): the same product dataflows (the job's catalog) fed "
-    "with the generated snapshot rows, decoded before the clock starts, in 4096-row batches with at most "
-    "8 in flight, documents rendered to JSON into a counting writer; no Kafka, no JSON parsing. Its "
+    "with the generated snapshot rows, decoded before the clock starts, grouped into times as a job "
+    "groups what it reads (the job's default limits: up to 1,048,576 rows or 256 MiB per time, 2 "
+    "times in flight), documents rendered to JSON into a counting writer; no Kafka, no JSON parsing. Its "
     "bytes/row is (peak RSS − RSS with the decoded rows loaded) / rows: the dataflow's state.",
     "- **Kafka ceiling** (`denorm bench consume`): the topics read from the beginning to the end and every "
     "record JSON-decoded into a row, partitions spread over the threads as over a job's workers.",
