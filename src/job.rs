@@ -2,9 +2,10 @@
 //! of the source partitions, decodes records into upserts, stamps them with a monotone
 //! millisecond time, and steps the dataflow; the sinks write documents to the output topics.
 //!
-//! Records are grouped into times by [`Epochs`]: while the dataflow is busy, what is read waits
-//! in one open time, so a hydrating job feeds few large times and an idle one closes each poll
-//! at once. Reading is bounded: a worker does not read while too many closed times are still in
+//! Records are grouped into times by [`Epochs`]: while the dataflow is busy (or, once caught
+//! up, the producers are delivering the documents of an earlier time), what is read waits in
+//! one open time, so a hydrating job feeds few large times, a busy one coalesces changes, and an
+//! idle one closes each poll at once. Reading is bounded: a worker does not read while too many closed times are still in
 //! the dataflow or its open time is full, so memory in flight is bounded by those limits, not
 //! by the size of the topics.
 //!
@@ -349,12 +350,14 @@ fn run_worker(
                         }
                         match decoder.decode(source, key, value) {
                             Ok(Change::Upsert { key, row }) => {
-                                read_bytes += key.size() + row.size();
-                                input.send(SourceEvent::Upsert { key, row: Some(row) })
+                                let event = SourceEvent::Upsert { key, row: Some(row) };
+                                read_bytes += event.size();
+                                input.send(event)
                             }
                             Ok(Change::Delete { key }) => {
-                                read_bytes += key.size();
-                                input.send(SourceEvent::Upsert { key, row: None })
+                                let event = SourceEvent::Upsert { key, row: None };
+                                read_bytes += event.size();
+                                input.send(event)
                             }
                             Ok(Change::Truncate) => {
                                 if partitions > 1 {
@@ -406,7 +409,14 @@ fn run_worker(
             // it closes. Time never runs ahead while idle: the global frontier is the slowest
             // worker's clock.
             let clock = start.elapsed().as_millis() as Time;
-            epochs.tick(clock, (may_read && read == 0) || catching_up || releasing);
+            if catching_up || releasing {
+                epochs.close(clock);
+            } else {
+                // Documents handed to the producers and not yet delivered: the next time waits
+                // for them, gathering what is read meanwhile.
+                let output_busy = job.writers.values().any(|w| w.borrow().undelivered() > 0);
+                epochs.tick(clock, may_read && read == 0, output_busy);
+            }
             catalog.advance_to(epochs.time());
             let time = epochs.time();
             if catching_up {

@@ -19,7 +19,6 @@ use crate::dataflow::Time;
 use crate::decode::Change;
 use crate::gen::GenOptions;
 use crate::plan::{Plan, SourceId};
-use crate::value::Row;
 
 /// How long a worker waiting for others may sleep (it wakes on their messages).
 const PARK: Duration = Duration::from_millis(1);
@@ -229,16 +228,14 @@ fn hydrate(
                 let (_, input) = catalog
                     .source(s)
                     .ok_or_else(|| anyhow::anyhow!("source {s} is not installed"))?;
-                if let SourceEvent::Upsert { key, row } = &event {
-                    bytes += key.size() + row.as_ref().map_or(0, Row::size);
-                }
+                bytes += event.size();
                 input.send(event);
                 fed += 1;
             }
         }
         epochs.fed(fed, bytes);
         let done = events.peek().is_none();
-        times += u64::from(epochs.tick(clock(), done).is_some());
+        times += u64::from(epochs.tick(clock(), done, false).is_some());
         catalog.advance_to(epochs.time());
         if done {
             break;

@@ -1,16 +1,18 @@
 //! Epochs: which time a worker stamps the records it feeds with, and when it closes that time.
 //!
 //! A time stays open, gathering the records read, until it is full (`max_records` records, or at
-//! least `max_bytes` of decoded rows: a poll is not split, so it may pass the bytes by one poll)
-//! or the sources had nothing more to read; once this worker has caught up with its sources
-//! (output is written from then on), also as soon as the dataflow has computed every earlier
-//! time. A hydrating worker, whose documents are not written before it has caught up, thus feeds
-//! the dataflow in times as large as memory allows; an idle one closes each poll's records at
-//! once (low latency), and a busy one — behind after a burst — in times as large as what it
-//! read while computing the previous one. Each document is rebuilt once per time at which one
-//! of its children changed, so fewer times mean fewer rebuilds. Reading stops while
-//! `max_in_flight` closed times are not yet computed, which bounds what is in flight to about
-//! `max_in_flight + 1` full times.
+//! least `max_bytes` of decoded rows: a poll is not split, so it may pass the bytes by one poll).
+//! While this worker catches up with its sources it also closes when they had nothing more to
+//! read; once caught up (output is written from then on) it closes as soon as the dataflow has
+//! computed every earlier time *and* this worker's output has been delivered. A hydrating
+//! worker, whose documents are not written before it has caught up, thus feeds the dataflow in
+//! times as large as memory allows; an idle one closes each poll's records at once (low
+//! latency), and a busy one — computing, or waiting for the broker to take its documents — in
+//! times as large as what it read meanwhile. Each document is rebuilt and written once per time
+//! at which one of its children changed, so under load fewer, larger times mean fewer rebuilds
+//! and fewer records written: the pressure of the output coalesces the rewrites. Reading stops
+//! while `max_in_flight` closed times are not yet computed, which bounds what is in flight to
+//! about `max_in_flight + 1` full times.
 
 use std::collections::VecDeque;
 
@@ -46,7 +48,8 @@ pub struct Epochs {
     open_records: usize,
     open_bytes: usize,
     in_flight: VecDeque<Time>,
-    /// Output is being written: close the open time once nothing earlier is in flight.
+    /// Output is being written: close the open time once nothing earlier is in flight and the
+    /// output is delivered.
     eager: bool,
 }
 
@@ -67,7 +70,8 @@ impl Epochs {
     }
 
     /// The job has caught up and writes output from now on: a time closes as soon as the
-    /// dataflow has computed the earlier ones, so that changes wait no longer than that.
+    /// dataflow has computed the earlier ones and the output is delivered, so that changes
+    /// wait no longer than that.
     pub fn caught_up(&mut self) {
         self.eager = true;
     }
@@ -110,17 +114,34 @@ impl Epochs {
         self.open_bytes += bytes;
     }
 
-    /// Moves time on towards `clock` (a monotone counter; 0 for a purely logical time). An open
-    /// time with records closes when it is full, when `idle` (the worker tried to read and got
-    /// nothing), or — once caught up — when nothing earlier is in flight; it returns the time
-    /// it closed. An empty open time just follows the clock.
-    pub fn tick(&mut self, clock: Time, idle: bool) -> Option<Time> {
+    /// Moves time on towards `clock` (a monotone counter; 0 for a purely logical time); returns
+    /// the time it closed. An open time with records closes when it is full; while catching up
+    /// also when `idle` (the worker tried to read and got nothing); once caught up, instead,
+    /// when nothing earlier is in flight and the output is not `output_busy` (records written
+    /// but not yet delivered). An empty open time just follows the clock.
+    pub fn tick(&mut self, clock: Time, idle: bool, output_busy: bool) -> Option<Time> {
         if self.open_records == 0 {
             self.open = self.open.max(clock);
             return None;
         }
-        let close = idle || self.full() || (self.eager && self.in_flight.is_empty());
-        if !close {
+        let close = self.full()
+            || if self.eager {
+                self.in_flight.is_empty() && !output_busy
+            } else {
+                idle
+            };
+        if close {
+            self.close(clock)
+        } else {
+            None
+        }
+    }
+
+    /// Closes the open time if it holds records (what was read must be before a time the job
+    /// tells the sinks of); returns the time it closed. An empty open time follows the clock.
+    pub fn close(&mut self, clock: Time) -> Option<Time> {
+        if self.open_records == 0 {
+            self.open = self.open.max(clock);
             return None;
         }
         let closed = self.open;
@@ -157,21 +178,25 @@ mod tests {
             assert!(e.may_read(|_| true));
             e.fed(10, 10);
             assert_eq!(
-                e.tick(7, false),
+                e.tick(7, false, false),
                 None,
                 "nothing is in flight, but nothing is written yet"
             );
         }
         e.fed(10, 10);
-        assert_eq!(e.tick(8, false), Some(0), "full");
+        assert_eq!(e.tick(8, false, false), Some(0), "full");
         e.fed(5, 5);
-        assert_eq!(e.tick(9, false), None);
-        assert_eq!(e.tick(9, true), Some(8), "the sources had nothing more");
+        assert_eq!(e.tick(9, false, false), None);
+        assert_eq!(
+            e.tick(9, true, false),
+            Some(8),
+            "the sources had nothing more"
+        );
         e.caught_up();
         e.fed(1, 1);
         assert!(e.may_read(|_| true));
         assert_eq!(
-            e.tick(10, false),
+            e.tick(10, false, false),
             Some(9),
             "caught up: closes as the dataflow is idle"
         );
@@ -182,12 +207,12 @@ mod tests {
         let mut e = epochs(100, 2);
         assert!(e.may_read(|_| true));
         e.fed(5, 5);
-        assert_eq!(e.tick(10, false), Some(0));
+        assert_eq!(e.tick(10, false, false), Some(0));
         assert_eq!(e.time(), 10);
         assert!(e.may_read(|_| true));
         assert_eq!(e.in_flight(), 0);
         e.fed(3, 3);
-        assert_eq!(e.tick(10, false), Some(10));
+        assert_eq!(e.tick(10, false, false), Some(10));
         assert_eq!(e.time(), 11, "a closed time is never reused");
     }
 
@@ -195,17 +220,17 @@ mod tests {
     fn a_busy_dataflow_gets_the_records_read_meanwhile_in_one_time() {
         let mut e = epochs(100, 2);
         e.fed(5, 5);
-        assert_eq!(e.tick(1, false), Some(0));
+        assert_eq!(e.tick(1, false, false), Some(0));
         // Time 1 is open; time 0 is still being computed.
         for _ in 0..5 {
             assert!(e.may_read(|_| false));
             e.fed(10, 10);
-            assert_eq!(e.tick(2, false), None);
+            assert_eq!(e.tick(2, false, false), None);
         }
         assert_eq!(e.open_records(), 50);
         // Time 0 is done: the 50 records close at time 1.
         assert!(e.may_read(|t| *t < 1));
-        assert_eq!(e.tick(3, false), Some(1));
+        assert_eq!(e.tick(3, false, false), Some(1));
         assert_eq!((e.time(), e.open_records(), e.in_flight()), (3, 0, 1));
     }
 
@@ -213,13 +238,13 @@ mod tests {
     fn a_full_time_closes_and_reading_stops_at_the_in_flight_limit() {
         let mut e = epochs(20, 2);
         e.fed(1, 1);
-        assert_eq!(e.tick(0, false), Some(0));
+        assert_eq!(e.tick(0, false, false), Some(0));
         assert!(e.may_read(|_| false));
         e.fed(15, 15);
-        assert_eq!(e.tick(0, false), None);
+        assert_eq!(e.tick(0, false, false), None);
         e.fed(15, 15);
         assert!(!e.may_read(|_| false), "the open time is full");
-        assert_eq!(e.tick(0, false), Some(1));
+        assert_eq!(e.tick(0, false, false), Some(1));
         assert_eq!(e.in_flight(), 2);
         assert!(!e.may_read(|_| false), "two closed times in flight");
         assert!(e.may_read(|t| *t == 0));
@@ -235,17 +260,17 @@ mod tests {
         });
         e.fed(2, 600);
         assert!(e.may_read(|_| false));
-        assert_eq!(e.tick(0, false), None);
+        assert_eq!(e.tick(0, false, false), None);
         e.fed(1, 600);
         assert!(!e.may_read(|_| false));
-        assert_eq!(e.tick(0, false), Some(0));
+        assert_eq!(e.tick(0, false, false), Some(0));
     }
 
     #[test]
     fn a_poll_takes_no_more_than_the_room_left() {
         let mut e = epochs(10, 2);
         e.fed(1, 1);
-        e.tick(0, false);
+        e.tick(0, false, false);
         e.fed(7, 7);
         assert_eq!(e.room(), 3);
         e.fed(e.room(), 3);
@@ -254,21 +279,65 @@ mod tests {
     }
 
     #[test]
-    fn nothing_more_to_read_closes_the_open_time() {
+    fn once_caught_up_a_time_waits_for_the_earlier_one_even_when_nothing_more_is_read() {
         let mut e = epochs(100, 4);
         e.fed(1, 1);
-        e.tick(0, false);
+        e.tick(0, false, false);
         e.fed(7, 7);
-        assert_eq!(e.tick(0, false), None);
-        assert_eq!(e.tick(0, true), Some(1));
+        assert_eq!(e.tick(0, false, false), None);
+        assert_eq!(
+            e.tick(0, true, false),
+            None,
+            "a poll that got nothing does not close it: the time before is in flight"
+        );
+        assert!(e.may_read(|_| true));
+        assert_eq!(e.tick(0, true, false), Some(1));
+    }
+
+    #[test]
+    fn once_caught_up_a_time_waits_for_the_output_to_be_delivered() {
+        let mut e = epochs(100, 2);
+        e.fed(1, 1);
+        assert_eq!(e.tick(0, false, false), Some(0));
+        assert!(e.may_read(|_| true));
+        e.fed(3, 3);
+        assert_eq!(
+            e.tick(1, false, true),
+            None,
+            "time 0 is computed but its documents are not delivered"
+        );
+        e.fed(4, 4);
+        assert_eq!(e.tick(2, false, true), None);
+        assert_eq!(e.tick(3, false, false), Some(1));
+        assert_eq!(e.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_full_time_closes_whatever_the_output() {
+        let mut e = epochs(10, 2);
+        e.fed(10, 10);
+        assert_eq!(e.tick(0, false, true), Some(0));
+    }
+
+    #[test]
+    fn close_closes_an_open_time_at_once() {
+        let mut e = epochs(100, 4);
+        e.fed(1, 1);
+        e.tick(0, false, false);
+        e.fed(2, 2);
+        assert_eq!(e.tick(5, true, true), None);
+        assert_eq!(e.close(5), Some(1));
+        assert_eq!(e.time(), 5);
+        assert_eq!(e.close(6), None, "nothing to close");
+        assert_eq!(e.time(), 6);
     }
 
     #[test]
     fn an_empty_time_follows_the_clock_and_closes_nothing() {
         let mut e = epochs(100, 2);
-        assert_eq!(e.tick(5, true), None);
+        assert_eq!(e.tick(5, true, false), None);
         assert_eq!(e.time(), 5);
-        assert_eq!(e.tick(3, false), None);
+        assert_eq!(e.tick(3, false, false), None);
         assert_eq!(e.time(), 5, "time never goes back");
     }
 }

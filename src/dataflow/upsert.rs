@@ -29,6 +29,17 @@ pub enum SourceEvent {
     Truncate { worker: u64 },
 }
 
+impl SourceEvent {
+    /// Bytes of the decoded rows the event holds (key and row, [`Row::size`]); what it costs in
+    /// the dataflow until its time is computed.
+    pub fn size(&self) -> usize {
+        match self {
+            SourceEvent::Upsert { key, row } => key.size() + row.as_ref().map_or(0, Row::size),
+            SourceEvent::Truncate { .. } => 0,
+        }
+    }
+}
+
 /// A differential update of a `(key, row)` pair.
 pub type RowUpdate = ((Row, Row), Time, isize);
 

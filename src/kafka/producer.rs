@@ -398,6 +398,12 @@ impl KafkaWriter {
         self.source_times = Some(times);
     }
 
+    /// Records written whose delivery the broker has not confirmed yet (in flight, or failed
+    /// and waiting to be sent again).
+    pub fn undelivered(&self) -> usize {
+        self.tracker.in_flight() + self.tracker.waiting()
+    }
+
     /// Fails on a permanent delivery failure; sends again what failed for a passing reason.
     pub fn check(&mut self) -> anyhow::Result<()> {
         self.tracker.check()?;
