@@ -20,7 +20,8 @@
 #      limit), with 1 and 2 workers.
 #   4. Changes: a job with -w 2 hydrates, then consecutive stretches of one generated change stream
 #      (BENCH_CHANGES records each) are produced at each rate of BENCH_RATES (records/s, `max` =
-#      flat out); after each, `denorm bench latency` reads the topics back (method: BENCHMARKS.md).
+#      flat out); once the job has read each and written its documents (`denorm_workers_behind`
+#      is 0), `denorm bench latency` reads the topics back (method: BENCHMARKS.md).
 #   5. PostgreSQL requery: a private PostgreSQL cluster in a temporary folder, the same data
 #      (`denorm bench export`), scripts/bench_pg.py (load, one query for every profile, then
 #      BENCH_PG_CHANGES changes applied one by one, each re-querying the profiles it touches).
@@ -30,8 +31,9 @@
 # rewrites every profile that starred a popular repo: about 10× more per update at each size),
 # DENORM_BROKERS (default 127.0.0.1:19092; started with scripts/broker.sh when it is
 # that and down), BENCH_CHANGES (S 100000, M 50000, L 20000), BENCH_RATES ("1000 5000 10000
-# max"), BENCH_STRETCH_LIMIT (seconds a change stretch may take to be read, 1800; a stretch
-# read later is recorded as not kept up with and the later rates are skipped), BENCH_PG_CHANGES
+# max"), BENCH_STRETCH_LIMIT (seconds a change stretch may take to be read and its documents
+# written, 1800; a stretch that takes longer is recorded as not kept up with and the later rates
+# are skipped), BENCH_PG_CHANGES
 # (S 20000, M 5000, L 1000), BENCH_PG_PORT (55432), BENCH_PG_BIN (folder of initdb/pg_ctl;
 # default from PATH).
 # Needs python3 (matplotlib and psycopg are pip-installed when missing), jq, curl, PostgreSQL.
@@ -212,6 +214,11 @@ records_read() {
   curl -sf "http://127.0.0.1:$1/metrics" | awk '/^denorm_records_read_total/ {s += $NF} END {printf "%d", s}'
 }
 
+# Workers with records read whose documents are not yet written and delivered.
+workers_behind() {
+  curl -sf "http://127.0.0.1:$1/metrics" | awk '/^denorm_workers_behind/ {s += $NF} END {printf "%d", s}'
+}
+
 # Change runs: one job (-w 2) hydrates, then a stretch of the change stream per rate.
 changes() {
   local file="$tmp/changes.toml" out="$prefix.out_changes" port
@@ -242,20 +249,22 @@ changes() {
     skip=$((skip + sent))
     total=$((total + sent))
     local start=$SECONDS behind=""
-    until [ "$(records_read "$port")" -ge "$total" ]; do
+    # Read, and written: the job reads on while its documents are delivered, gathering what it
+    # reads in one time, so having read a stretch does not mean its output is written.
+    until [ "$(records_read "$port")" -ge "$total" ] && [ "$(workers_behind "$port")" -eq 0 ]; do
       kill -0 "$engine" 2>/dev/null || { tail -n 20 "$tmp/log_changes" >&2; die "the job exited"; }
       if [ $((SECONDS - start)) -ge "$stretch_limit" ]; then behind=1; break; fi
       sleep 0.2
     done
     if [ -n "$behind" ]; then
       # Recorded, not fatal: the rates after this one would only queue behind it.
-      log "changes: the job did not read the $rate/s stretch within ${stretch_limit}s; later rates skipped"
+      log "changes: the job did not read and write the $rate/s stretch within ${stretch_limit}s; later rates skipped"
       record -n --arg rate "$rate" --argjson sent "$sent" --argjson limit "$stretch_limit" \
         --argjson read "$(records_read "$port")" --argjson total "$total" \
         '{step: "changes", target_rate: $rate, records: $sent, timed_out_seconds: $limit, read: $read, expected_read: $total}'
       break
     fi
-    sleep 2 # the sink writes the last times
+    sleep 1 # margin for the clocks of the timestamps
     local until_ms result
     until_ms=$(now_ms)
     result=$("$bin" --log warn bench latency "$file" --brokers "$brokers" --since-ms "$since" --until-ms "$until_ms") \

@@ -276,6 +276,7 @@ fn run_worker(
 
     let mut inputs_open = true;
     let mut epochs = Epochs::new(options.epochs);
+    let mut behind = Behind::new();
     let mut caught_up_at: Option<Time> = None;
     let mut job_caught_up = false;
     let mut read_since: BTreeMap<SourceId, u64> = BTreeMap::new();
@@ -503,6 +504,16 @@ fn run_worker(
                 );
             }
         }
+        // Everything read is in documents written and delivered (a replay or a benchmark
+        // waits for every worker to be so).
+        behind.set(
+            caught_up_at.is_none()
+                || epochs.open_records() > 0
+                || epochs
+                    .last_closed()
+                    .is_some_and(|t| catalog.written_frontier() <= t)
+                || job.writers.values().any(|w| w.borrow().undelivered() > 0),
+        );
         if !inputs_open && catalog.all_written() {
             break;
         }
@@ -523,6 +534,37 @@ fn run_worker(
     }
     job.report.positions = positions(job.readers.values().map(|r| &r.reader));
     Ok(job.report)
+}
+
+/// Whether a worker has read records whose documents are not yet written and delivered, in
+/// the `workers_behind` gauge (taken back out when the worker stops).
+struct Behind {
+    behind: bool,
+}
+
+impl Behind {
+    fn new() -> Self {
+        crate::metrics::metrics().workers_behind.inc();
+        Behind { behind: true }
+    }
+
+    fn set(&mut self, behind: bool) {
+        if behind != self.behind {
+            let gauge = &crate::metrics::metrics().workers_behind;
+            if behind {
+                gauge.inc();
+            } else {
+                gauge.dec();
+            }
+            self.behind = behind;
+        }
+    }
+}
+
+impl Drop for Behind {
+    fn drop(&mut self) {
+        self.set(false);
+    }
 }
 
 /// A source partition share this worker reads.

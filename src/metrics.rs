@@ -60,6 +60,9 @@ pub struct Metrics {
     /// 1 once every worker has read its partitions to the end they had at start and the
     /// output is written.
     pub caught_up: Gauge,
+    /// Workers of this process that have read records whose documents are not yet written and
+    /// delivered (all of them until they caught up); 0: the output shows everything read.
+    pub workers_behind: Gauge,
     pub hydration_seconds: Gauge<f64, AtomicU64>,
     registry: Registry,
 }
@@ -79,6 +82,7 @@ pub fn metrics() -> &'static Metrics {
             documents_written: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             caught_up: Gauge::default(),
+            workers_behind: Gauge::default(),
             hydration_seconds: Gauge::default(),
             registry: Registry::default(),
         };
@@ -123,6 +127,11 @@ pub fn metrics() -> &'static Metrics {
              window came from, to the delivery of each output record of that window",
             Unit::Seconds,
             metrics.latency.clone(),
+        );
+        registry.register(
+            "workers_behind",
+            "Workers that have read records whose documents are not yet written and delivered",
+            metrics.workers_behind.clone(),
         );
         registry.register(
             "caught_up",

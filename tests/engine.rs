@@ -494,6 +494,12 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
             series(&after, &latency).is_some_and(|n| n >= 1.0)
         })
     };
+    // Everything read is written and delivered: no worker is behind.
+    let mut settled_text = String::new();
+    let settled = wait_for(Duration::from_secs(10), || {
+        settled_text = common::scrape(&addr).unwrap_or_default();
+        series(&settled_text, "denorm_workers_behind") == Some(0.0)
+    });
     // Every source partition is read to its end: no lag (a gauge sampled every second).
     let lag_series: Vec<String> = ["users", "repos", "stars", "pull_requests", "payment_info"]
         .iter()
@@ -513,6 +519,7 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
     job.wait().unwrap();
     assert!(caught_up, "{text}");
     assert!(measured, "no latency measured:\n{after}");
+    assert!(settled, "workers still behind:\n{settled_text}");
     assert!(
         no_lag,
         "{}",

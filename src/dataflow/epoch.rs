@@ -48,6 +48,8 @@ pub struct Epochs {
     open_records: usize,
     open_bytes: usize,
     in_flight: VecDeque<Time>,
+    /// The latest time closed.
+    last_closed: Option<Time>,
     /// Output is being written: close the open time once nothing earlier is in flight and the
     /// output is delivered.
     eager: bool,
@@ -65,6 +67,7 @@ impl Epochs {
             open_records: 0,
             open_bytes: 0,
             in_flight: VecDeque::new(),
+            last_closed: None,
             eager: false,
         }
     }
@@ -84,6 +87,11 @@ impl Epochs {
     /// Records in the open time.
     pub fn open_records(&self) -> usize {
         self.open_records
+    }
+
+    /// The latest time closed (every record fed so far is at it or before, or in the open time).
+    pub fn last_closed(&self) -> Option<Time> {
+        self.last_closed
     }
 
     /// Closed times not yet computed.
@@ -146,6 +154,7 @@ impl Epochs {
         }
         let closed = self.open;
         self.in_flight.push_back(closed);
+        self.last_closed = Some(closed);
         self.open = (closed + 1).max(clock);
         self.open_records = 0;
         self.open_bytes = 0;
@@ -327,6 +336,7 @@ mod tests {
         e.fed(2, 2);
         assert_eq!(e.tick(5, true, true), None);
         assert_eq!(e.close(5), Some(1));
+        assert_eq!(e.last_closed(), Some(1));
         assert_eq!(e.time(), 5);
         assert_eq!(e.close(6), None, "nothing to close");
         assert_eq!(e.time(), 6);
