@@ -4,10 +4,10 @@
 //!
 //! Records are grouped into times by [`Epochs`]: while the dataflow is busy (or, once caught
 //! up, the producers are delivering the documents of an earlier time), what is read waits in
-//! one open time, so a hydrating job feeds few large times, a busy one coalesces changes, and an
-//! idle one closes each poll at once. Reading is bounded: a worker does not read while too many closed times are still in
-//! the dataflow or its open time is full, so memory in flight is bounded by those limits, not
-//! by the size of the topics.
+//! one open time, so a hydrating job feeds few large times, a busy one coalesces changes, and
+//! an idle one closes each poll at once. Reading is bounded: a worker does not read while too
+//! many closed times are still in the dataflow or its open time is full, so memory in flight
+//! is bounded by those limits, not by the size of the topics.
 //!
 //! What the workers of a process share to be observed — partition positions for the progress
 //! bars and lag gauges ([`crate::progress`]), source timestamps per time for the latency
@@ -325,6 +325,8 @@ fn run_worker(
                 catalog.advance_to(epochs.time());
             }
         }
+        // Documents handed to the producers and not yet delivered.
+        let output_busy = job.writers.values().any(|w| w.borrow().undelivered() > 0);
         let mut read = 0;
         let mut read_bytes = 0;
         // The Kafka timestamp of the oldest record of this batch, for the latency histogram.
@@ -413,9 +415,8 @@ fn run_worker(
             if catching_up || releasing {
                 epochs.close(clock);
             } else {
-                // Documents handed to the producers and not yet delivered: the next time waits
-                // for them, gathering what is read meanwhile.
-                let output_busy = job.writers.values().any(|w| w.borrow().undelivered() > 0);
+                // The next time waits for the documents not yet delivered, gathering what is
+                // read meanwhile.
                 epochs.tick(clock, may_read && read == 0, output_busy);
             }
             catalog.advance_to(epochs.time());
@@ -512,7 +513,7 @@ fn run_worker(
                 || epochs
                     .last_closed()
                     .is_some_and(|t| catalog.written_frontier() <= t)
-                || job.writers.values().any(|w| w.borrow().undelivered() > 0),
+                || output_busy,
         );
         if !inputs_open && catalog.all_written() {
             break;

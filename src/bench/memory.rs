@@ -1,8 +1,8 @@
 //! The in-memory limit of hydration: the product's dataflows (the same [`Catalog`] a job
 //! installs) fed with the generated snapshot rows, decoded before the clock starts, grouped
-//! into times as a job groups what it reads (bounded in flight), documents rendered to JSON and counted by a null
-//! writer. No Kafka and no JSON parsing while timed: what is left is the dataflow and the
-//! rendering of documents.
+//! into times as a job groups what it reads (bounded in flight), documents rendered to JSON
+//! and counted by a null writer. No Kafka and no JSON parsing while timed: what is left is the
+//! dataflow and the rendering of documents.
 
 use std::cell::RefCell;
 use std::rc::Rc;

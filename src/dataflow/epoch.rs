@@ -128,11 +128,9 @@ impl Epochs {
     /// when nothing earlier is in flight and the output is not `output_busy` (records written
     /// but not yet delivered). An empty open time just follows the clock.
     pub fn tick(&mut self, clock: Time, idle: bool, output_busy: bool) -> Option<Time> {
-        if self.open_records == 0 {
-            self.open = self.open.max(clock);
-            return None;
-        }
-        let close = self.full()
+        // An empty open time goes to `close`, which moves it on with the clock.
+        let close = self.open_records == 0
+            || self.full()
             || if self.eager {
                 self.in_flight.is_empty() && !output_busy
             } else {
