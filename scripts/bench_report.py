@@ -155,25 +155,26 @@ def section(results):
             )
     out += ["", "### Changes after hydration (`-w 2`, change records produced at a fixed rate)", ""]
     out.append(
-        "| size | rate asked (records/s) | records | input rate | sustained | drain (ms) | traced | p50 (ms) | p90 | p99 | max | load |"
+        "| size | rate asked (records/s) | records | input rate | sustained | drain (ms) | documents written | traced | never seen | p50 (ms) | p90 | p99 | max | load |"
     )
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for c in done_changes(r):
             out.append(
                 f"| {r['size']} | {c['target_rate']} | {c['records']:,} | {rate(c['input_rate'])} | "
                 f"{rate(c['sustained_rate'])} | {c['drain_ms'] if c['drain_ms'] is not None else '—'} | "
-                f"{c['traced']:,} ({c['traced'] / max(c['records'], 1):.1%}) | {ms(c['p50_ms'])} | {ms(c['p90_ms'])} | {ms(c['p99_ms'])} | {ms(c['max_ms'])} | {c['load_after']} |"
+                f"{c['window_output_records']:,} | "
+                f"{c['traced']:,} ({c['traced'] / max(c['records'], 1):.1%}) | {c.get('never_seen', 0):,} | {ms(c['p50_ms'])} | {ms(c['p90_ms'])} | {ms(c['p99_ms'])} | {ms(c['max_ms'])} | {c['load_after']} |"
             )
         for c in behind_changes(r):
             out.append(
                 f"| {r['size']} | {c['target_rate']} | {c['records']:,} | — | not kept up: {c['read'] - (c['expected_read'] - c['records']):,} "
-                f"of {c['records']:,} read after {c['timed_out_seconds']} s (later rates skipped) | — | — | — | — | — | — | — |"
+                f"of {c['records']:,} read after {c['timed_out_seconds']} s (later rates skipped) | — | — | — | — | — | — | — | — | — |"
             )
         for p in steps(r, "postgres"):
             out.append(
                 f"| {r['size']} | PostgreSQL requery, flat out | {p['changes']:,} | {rate(p['changes_per_second'])} | "
-                f"{rate(p['changes_per_second'])} | — | {p['changes']:,} | {ms(p['p50_ms'])} | {ms(p['p90_ms'])} | "
+                f"{rate(p['changes_per_second'])} | — | {p.get('profiles_requeried', 0):,} | {p['changes']:,} | 0 | {ms(p['p50_ms'])} | {ms(p['p90_ms'])} | "
                 f"{ms(p['p99_ms'])} | {ms(p['max_ms'])} | {p['load_after']} |"
             )
     notes = [
@@ -296,7 +297,8 @@ METHOD = [
     "deletes with their tombstones, key changes, moves, fan-out updates of popular repos, "
     "duplicates, a replayed stretch) is produced in consecutive stretches of the same number of "
     "change records, one stretch per rate (`denorm gen --only-changes --rate R --skip-records K "
-    "--max-records N`). A stretch ends when the job's metrics show every record read, plus 2 s. "
+    "--max-records N`). A stretch ends once the job's metrics show every record read and no worker behind "
+    "(`denorm_workers_behind` 0: the documents of everything read are written and delivered), plus 1 s. "
     "*Input rate* = records / span of their Kafka timestamps; *sustained* = records / (last output "
     "timestamp − first input timestamp) (equal to the input rate when the job keeps up, the job's "
     "capacity when it does not); *drain* = last output − last input.",
@@ -313,7 +315,11 @@ METHOD = [
     "change records (with this product and generator: updates of repo descriptions, fan-out ones "
     "included, and of pull request titles and statuses, a few percent of the records); inserts, "
     "deletes, moves, key changes and updates of other columns are not traced, and the percentiles "
-    "are of the traced updates only.",
+    "are of the traced updates only. *never seen* counts traced updates whose effect no output record "
+    "of the window shows: superseded by a later change before their document was written (times "
+    "coalesce changes), or the window ended before the output did; a stretch with more never seen "
+    "than traced is reported as not measured. *documents written* counts the output records of the "
+    "window (fan-out: one repository description change rewrites every stargazer's profile).",
     "- **PostgreSQL requery** (`scripts/bench_pg.py`, solution 1 of the design): PostgreSQL on the same "
     "machine, private cluster, `synchronous_commit=off` (the broker keeps its data in memory, too), "
     "shared_buffers 512 MB; the same rows (`denorm bench export` decodes the generated records with the "
