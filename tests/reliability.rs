@@ -797,16 +797,27 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
         "a stop while hydrating wrote to the output topic"
     );
 
-    // SIGTERM mid-stream: the last changes are being read when it comes.
+    // SIGTERM mid-stream: changes are streaming in when it comes, and the last of them are
+    // produced only after the job has exited (so the stop is mid-stream however fast it reads).
+    let (streamed, after_stop) = rest.split_at(rest.len() / 2);
     let mut job = Job::start(&p, &b, &["--batch-size", "256"]);
     job.wait_log("job caught up", Duration::from_secs(60));
     let read_before = job.metric("denorm_records_read_total");
-    produce(rest);
+    let streamer = {
+        let streamed = streamed.to_vec();
+        std::thread::spawn(move || {
+            for chunk in streamed.chunks(100) {
+                produce(chunk);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
     assert!(wait_for(Duration::from_secs(30), || job
         .metric("denorm_records_read_total")
         > read_before));
     job.signal("TERM");
     let status = job.wait_exit(Duration::from_secs(60));
+    streamer.join().unwrap();
     assert!(status.success(), "exit {status}:\n{}", job.log());
     let positions = stop_positions(&job);
     let read: i64 = positions.values().sum();
@@ -825,6 +836,7 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
     );
 
     // A restart takes up the rest.
+    produce(after_stop);
     run_ok(&["run", p.path(), "--brokers", &b, "--exit-when-caught-up"]);
     let (ok, report) = verify(&p, &b);
     assert!(ok, "{report}");
