@@ -1,12 +1,19 @@
 //! Calendar arithmetic for Debezium's date and time encodings: days, micros since midnight and
 //! micros since the epoch, to and from ISO-8601 text (always UTC, `Z`).
 
-use chrono::{DateTime, NaiveDate, NaiveTime, Timelike};
+use std::fmt::Write;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 pub fn format_date(days: i32) -> String {
     match NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE) {
+        Some(d) if (0..=9999).contains(&d.year()) => {
+            let mut text = String::with_capacity(10);
+            write_ymd(&mut text, d);
+            text
+        }
         Some(d) => d.format("%Y-%m-%d").to_string(),
         None => days.to_string(),
     }
@@ -28,18 +35,40 @@ pub fn format_timestamp(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000) as u32;
     match DateTime::from_timestamp(secs, frac * 1000) {
-        Some(t) => {
+        // Years 0–9999 are written directly (this runs for every timestamp of every document
+        // written); others keep chrono's signed, wider form.
+        Some(t) if (0..=9999).contains(&t.year()) => {
             let t = t.naive_utc();
-            if frac == 0 {
-                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-            } else if frac.is_multiple_of(1000) {
-                t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            let mut text = String::with_capacity(27);
+            write_ymd(&mut text, t.date());
+            let _ = write!(text, "T{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
+            if frac.is_multiple_of(1000) {
+                if frac != 0 {
+                    let _ = write!(text, ".{:03}", frac / 1000);
+                }
             } else {
-                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+                let _ = write!(text, ".{frac:06}");
             }
+            text.push('Z');
+            text
         }
+        Some(t) => format_timestamp_chrono(t.naive_utc(), frac),
         None => micros.to_string(),
     }
+}
+
+fn format_timestamp_chrono(t: NaiveDateTime, frac: u32) -> String {
+    if frac == 0 {
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else if frac.is_multiple_of(1000) {
+        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    }
+}
+
+fn write_ymd(text: &mut String, d: NaiveDate) {
+    let _ = write!(text, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
 }
 
 pub fn parse_date(text: &str) -> Option<i32> {
@@ -97,5 +126,35 @@ mod tests {
             Some(1_660_553_637_000_000)
         );
         assert_eq!(parse_timestamp("nope"), None);
+    }
+
+    #[test]
+    fn direct_formatting_matches_chrono() {
+        let mut micros: i64 = -62_167_219_200_000_000; // 0000-01-01
+        let step = 7_777_777_777_123; // about 90 days, with a varying fraction
+        while micros < 253_402_300_800_000_000 {
+            // up to 9999-12-31
+            for m in [
+                micros,
+                micros - micros.rem_euclid(1_000_000),
+                micros - micros.rem_euclid(1_000),
+            ] {
+                let secs = m.div_euclid(1_000_000);
+                let frac = m.rem_euclid(1_000_000) as u32;
+                let t = DateTime::from_timestamp(secs, frac * 1000)
+                    .unwrap()
+                    .naive_utc();
+                assert_eq!(format_timestamp(m), format_timestamp_chrono(t, frac), "{m}");
+                let days = secs.div_euclid(86_400) as i32;
+                let d = NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE).unwrap();
+                assert_eq!(format_date(days), d.format("%Y-%m-%d").to_string());
+            }
+            micros += step;
+        }
+        // Outside years 0–9999 chrono's form is kept.
+        assert_eq!(
+            format_timestamp(253_402_300_800_000_000),
+            "+10000-01-01T00:00:00Z"
+        );
     }
 }

@@ -305,36 +305,48 @@ pub fn sink<'s>(
 
 /// The records to write for the updates of completed times, key by key: the new document of a
 /// key whose document changed, a tombstone (`None`) for a key left with only a retraction, and
-/// nothing for a key whose updates cancel.
+/// nothing for a key whose updates cancel. Records come in key order.
 pub fn changes(updates: &mut Vec<Pending>, shape: &Shape) -> Vec<(String, Option<String>)> {
-    // Documents cancel as values first; only what is left is rendered, to compare with texts.
+    // Documents cancel as values first. A key left with computed documents only differs from
+    // what was written: just its new document is rendered (a retracted one never is). A key
+    // with a text the output topic held compares texts, so its documents are rendered.
     consolidate(updates);
-    let mut texts: Vec<((String, String), isize)> = updates
-        .drain(..)
-        .map(|((key, out), diff)| {
-            let text = match out {
-                Out::Text(text) => text,
-                Out::Doc(doc) => {
-                    let mut text = String::new();
-                    write_json(&doc, shape, &mut text);
-                    text
-                }
-            };
-            ((key.json, text), diff)
-        })
-        .collect();
-    consolidate(&mut texts);
+    let render = |doc: &Value| {
+        let mut text = String::new();
+        write_json(doc, shape, &mut text);
+        text
+    };
     let mut out: Vec<(String, Option<String>)> = Vec::new();
-    for ((key, doc), diff) in texts {
-        match out.last_mut() {
-            Some((last, current)) if *last == key => {
-                if diff > 0 {
-                    *current = Some(doc);
-                }
-            }
-            _ => out.push((key, (diff > 0).then_some(doc))),
+    let mut group: Vec<(Out, isize)> = Vec::new();
+    let mut updates = updates.drain(..).peekable();
+    while let Some(((key, first), diff)) = updates.next() {
+        group.clear();
+        group.push((first, diff));
+        while let Some(((_, part), diff)) = updates.next_if(|((next, _), _)| *next == key) {
+            group.push((part, diff));
+        }
+        if !group.iter().any(|(part, _)| matches!(part, Out::Text(_))) {
+            let new = group.iter().rev().find_map(|(part, diff)| match part {
+                Out::Doc(doc) if *diff > 0 => Some(render(doc)),
+                _ => None,
+            });
+            out.push((key.json, new));
+            continue;
+        }
+        let mut texts: Vec<(String, isize)> = group
+            .drain(..)
+            .map(|(part, diff)| match part {
+                Out::Text(text) => (text, diff),
+                Out::Doc(doc) => (render(&doc), diff),
+            })
+            .collect();
+        consolidate(&mut texts);
+        if !texts.is_empty() {
+            let new = texts.into_iter().rev().find(|(_, diff)| *diff > 0);
+            out.push((key.json, new.map(|(text, _)| text)));
         }
     }
+    out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
@@ -347,6 +359,38 @@ mod tests {
             (DocKey::new(key.to_owned()), Out::Text(doc.to_owned())),
             diff,
         )
+    }
+
+    fn doc(key: &str, value: i64, diff: isize) -> Pending {
+        (
+            (DocKey::new(key.to_owned()), Out::Doc(Value::Int(value))),
+            diff,
+        )
+    }
+
+    #[test]
+    fn renders_computed_documents_only_when_written_or_compared_with_held_texts() {
+        let mut updates = vec![
+            doc("1", 1, -1), // changed: only the new document is written
+            doc("1", 2, 1),
+            doc("2", 3, -1),      // gone: tombstone
+            update("3", "4", -1), // held text equal to the computed document: nothing
+            doc("3", 4, 1),
+            update("4", "5", -1), // held text replaced by a different document
+            doc("4", 6, 1),
+            doc("5", 7, 1), // changed and changed back within the window: nothing
+            doc("5", 7, -1),
+        ];
+        let out = changes(&mut updates, &Shape::Scalar);
+        let expect = |k: &str, d: Option<&str>| (k.to_owned(), d.map(str::to_owned));
+        assert_eq!(
+            out,
+            vec![
+                expect("1", Some("2")),
+                expect("2", None),
+                expect("4", Some("6"))
+            ]
+        );
     }
 
     #[test]
