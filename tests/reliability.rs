@@ -107,6 +107,17 @@ fn produce_to(kafka: &KafkaOptions, records: &[Rec]) {
     p.flush().unwrap();
 }
 
+/// Produces `records` from a thread, 100 at a time with short pauses: a live stream of changes.
+fn stream_in(records: &[Rec]) -> std::thread::JoinHandle<()> {
+    let records = records.to_vec();
+    std::thread::spawn(move || {
+        for chunk in records.chunks(100) {
+            produce(chunk);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
 /// A `denorm run` process with JSON logs in a file and a metrics endpoint.
 struct Job {
     child: Child,
@@ -803,15 +814,7 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
     let mut job = Job::start(&p, &b, &["--batch-size", "256"]);
     job.wait_log("job caught up", Duration::from_secs(60));
     let read_before = job.metric("denorm_records_read_total");
-    let streamer = {
-        let streamed = streamed.to_vec();
-        std::thread::spawn(move || {
-            for chunk in streamed.chunks(100) {
-                produce(chunk);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let streamer = stream_in(streamed);
     assert!(wait_for(Duration::from_secs(30), || job
         .metric("denorm_records_read_total")
         > read_before));
@@ -862,15 +865,7 @@ fn a_crash_mid_stream_and_a_restart_lose_nothing_and_rewrite_only_what_changed()
 
     // Stream changes and kill the job as soon as it writes documents for them.
     let written_before = job.metric("denorm_documents_written_total");
-    let streamer = {
-        let during = during.to_vec();
-        std::thread::spawn(move || {
-            for chunk in during.chunks(100) {
-                produce(chunk);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let streamer = stream_in(during);
     let writing = wait_for(Duration::from_secs(30), || {
         job.metric("denorm_documents_written_total") > written_before
     });
