@@ -3,18 +3,17 @@
 
 use std::fmt::Write;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike};
 
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 pub fn format_date(days: i32) -> String {
     match NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE) {
-        Some(d) if (0..=9999).contains(&d.year()) => {
+        Some(d) => {
             let mut text = String::with_capacity(10);
-            write_ymd(&mut text, d);
+            write_date(&mut text, d);
             text
         }
-        Some(d) => d.format("%Y-%m-%d").to_string(),
         None => days.to_string(),
     }
 }
@@ -35,40 +34,32 @@ pub fn format_timestamp(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000) as u32;
     match DateTime::from_timestamp(secs, frac * 1000) {
-        // Years 0–9999 are written directly (this runs for every timestamp of every document
-        // written); others keep chrono's signed, wider form.
-        Some(t) if (0..=9999).contains(&t.year()) => {
+        Some(t) => {
+            // Written directly, not through chrono's format parser: this runs for every
+            // timestamp of every document written.
             let t = t.naive_utc();
             let mut text = String::with_capacity(27);
-            write_ymd(&mut text, t.date());
+            write_date(&mut text, t.date());
             let _ = write!(text, "T{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second());
-            if frac.is_multiple_of(1000) {
-                if frac != 0 {
-                    let _ = write!(text, ".{:03}", frac / 1000);
-                }
-            } else {
+            if !frac.is_multiple_of(1000) {
                 let _ = write!(text, ".{frac:06}");
+            } else if frac != 0 {
+                let _ = write!(text, ".{:03}", frac / 1000);
             }
             text.push('Z');
             text
         }
-        Some(t) => format_timestamp_chrono(t.naive_utc(), frac),
         None => micros.to_string(),
     }
 }
 
-fn format_timestamp_chrono(t: NaiveDateTime, frac: u32) -> String {
-    if frac == 0 {
-        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-    } else if frac.is_multiple_of(1000) {
-        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+/// `YYYY-MM-DD`; years outside 0–9999 in chrono's signed, wider form.
+fn write_date(text: &mut String, d: NaiveDate) {
+    if (0..=9999).contains(&d.year()) {
+        let _ = write!(text, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
     } else {
-        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        let _ = write!(text, "{}", d.format("%Y-%m-%d"));
     }
-}
-
-fn write_ymd(text: &mut String, d: NaiveDate) {
-    let _ = write!(text, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
 }
 
 pub fn parse_date(text: &str) -> Option<i32> {
@@ -101,6 +92,7 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDateTime;
 
     #[test]
     fn round_trips() {
@@ -128,6 +120,17 @@ mod tests {
         assert_eq!(parse_timestamp("nope"), None);
     }
 
+    /// The chrono format strings the direct formatting replaces.
+    fn format_timestamp_chrono(t: NaiveDateTime, frac: u32) -> String {
+        if frac == 0 {
+            t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        } else if frac.is_multiple_of(1000) {
+            t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+        } else {
+            t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        }
+    }
+
     #[test]
     fn direct_formatting_matches_chrono() {
         let mut micros: i64 = -62_167_219_200_000_000; // 0000-01-01
@@ -152,9 +155,17 @@ mod tests {
             micros += step;
         }
         // Outside years 0–9999 chrono's form is kept.
+        for days in [-800_000, 3_000_000] {
+            let d = NaiveDate::from_num_days_from_ce_opt(days + EPOCH_DAYS_FROM_CE).unwrap();
+            assert_eq!(format_date(days), d.format("%Y-%m-%d").to_string());
+        }
         assert_eq!(
             format_timestamp(253_402_300_800_000_000),
             "+10000-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            format_timestamp(253_402_300_800_123_000),
+            "+10000-01-01T00:00:00.123Z"
         );
     }
 }
