@@ -12,10 +12,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::gen::{self, GenOptions};
-use crate::job::{self, JobOptions};
 use crate::kafka::admin::RecordProducer;
 use crate::kafka::client::{KafkaOptions, Reader};
 use crate::plan;
+use crate::runtime::{self as job, JobOptions};
 
 /// The product the demo runs, embedded so the demo works from any directory.
 const PRODUCT: &str = include_str!("../dataflows/github_user_profile.toml");

@@ -1,7 +1,7 @@
 //! End-to-end latency, from source records to the delivery of the output they led to.
 //!
 //! The dataflow's logical time is a millisecond clock (since the job started) with which a
-//! worker stamps a group of the records it reads ([`crate::dataflow::epoch`]), and every output
+//! worker stamps a group of the records it reads ([`crate::runtime::epoch`]), and every output
 //! update carries the time of the input it came from. So the workers note, per time, the Kafka
 //! timestamp of the oldest record read at that time ([`SourceTimes::note`]); a sink that writes a window of completed times looks up the
 //! oldest of those ([`SourceTimes::oldest`]) and tags each record it writes with it; the producer

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use denorm::dataflow::epoch::EpochLimits;
-use denorm::job::{self, ErrorPolicy, JobOptions};
 use denorm::kafka::client::KafkaOptions;
 use denorm::plan;
+use denorm::runtime::epoch::EpochLimits;
+use denorm::runtime::{self as job, ErrorPolicy, JobOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -52,6 +52,28 @@ struct Cli {
     log_json: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// What to do with a record that cannot be decoded (see [`ErrorPolicy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnError {
+    /// Stop the job with an error naming the record.
+    Fail,
+    /// Log the record's place and the error, count it, and go on.
+    Skip,
+    /// Write the record (original key and value, headers naming the error, topic, partition
+    /// and offset) to the dead-letter topic, log and count it, and go on.
+    Dlq,
+}
+
+impl From<OnError> for ErrorPolicy {
+    fn from(on_error: OnError) -> ErrorPolicy {
+        match on_error {
+            OnError::Fail => ErrorPolicy::Fail,
+            OnError::Skip => ErrorPolicy::Skip,
+            OnError::Dlq => ErrorPolicy::Dlq,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -193,7 +215,7 @@ struct RunArgs {
     /// of another type): write it to the dead-letter topic and go on (dlq), log it and go on
     /// (skip), or stop the job (fail).
     #[arg(long, value_enum, env = "DENORM_ON_ERROR", default_value = "dlq")]
-    on_error: ErrorPolicy,
+    on_error: OnError,
     /// The dead-letter topic of `--on-error dlq` [default: <first product>.dlq].
     #[arg(long, env = "DENORM_DLQ_TOPIC", value_name = "TOPIC")]
     dlq_topic: Option<String>,
@@ -529,7 +551,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut options = JobOptions::new(plan, kafka);
     options.exit_when_caught_up = args.exit_when_caught_up;
-    options.on_error = args.on_error;
+    options.on_error = args.on_error.into();
     if let Some(topic) = args.dlq_topic.clone() {
         options.dlq_topic = topic;
     }

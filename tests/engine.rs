@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use denorm::job::{self, JobOptions};
+use denorm::runtime::{self as job, JobOptions};
 use serde_json::{json, Value};
 
 type Rec = (String, Option<String>, Option<String>);

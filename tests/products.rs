@@ -252,9 +252,10 @@ fn a_third_product_added_to_a_running_job_shares_relations_and_all_three_verify(
         text.contains("github_repo_feed") && text.contains("new_sources=0"),
         "{text}"
     );
-    // Of its five relations, four were rendered already for the other two products.
+    // It holds no rows of its own: of the six indexes it finds rows through, five were built
+    // already for the other two products.
     assert!(
-        text.contains("product=github_repo_feed relations=5 shared_relations=4"),
+        text.contains("product=github_repo_feed indexes=6 shared_indexes=5"),
         "{text}"
     );
 

@@ -313,10 +313,10 @@ fn expected_at(
             if origin.offset < end {
                 match denorm::decode::decode(source, key, value) {
                     Ok(Change::Upsert { key, row }) => {
-                        table.insert(key, row);
+                        table.insert(key.values().into(), row.values().into());
                     }
                     Ok(Change::Delete { key }) => {
-                        table.remove(&key);
+                        table.remove(&key.values().into());
                     }
                     Ok(Change::Truncate) => table.clear(),
                     Err(_) => {}

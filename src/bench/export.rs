@@ -13,11 +13,11 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::decode::Change;
+use crate::decode::{Change, Table};
 use crate::gen::GenOptions;
 use crate::plan::{ColumnType, Plan, SourcePlan};
 use crate::temporal::{format_date, format_time, format_timestamp};
-use crate::value::{write_scalar, Row, Value};
+use crate::value::{write_scalar, Value};
 
 /// What was written.
 #[derive(Debug, Clone, Serialize)]
@@ -89,17 +89,17 @@ fn change_line(source: &SourcePlan, change: &Change) -> anyhow::Result<String> {
     match change {
         Change::Upsert { key, row } => {
             out.push_str(",\"op\":\"upsert\",\"key\":");
-            json_object(key_names(), key, &mut out)?;
+            json_object(key_names(), &key.values(), &mut out)?;
             out.push_str(",\"row\":");
             json_object(
                 source.columns.iter().map(|c| c.name.as_str()),
-                row,
+                &row.values(),
                 &mut out,
             )?;
         }
         Change::Delete { key } => {
             out.push_str(",\"op\":\"delete\",\"key\":");
-            json_object(key_names(), key, &mut out)?;
+            json_object(key_names(), &key.values(), &mut out)?;
         }
         Change::Truncate => anyhow::bail!("the generator wrote a truncate to {}", source.topic),
     }
@@ -123,21 +123,13 @@ pub fn run(plan: &Plan, gen: &GenOptions, dir: &Path) -> anyhow::Result<ExportRe
     std::fs::write(&path, serde_json::to_string_pretty(&schema)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
 
-    let mut tables: Vec<BTreeMap<Row, Row>> = vec![BTreeMap::new(); plan.sources.len()];
+    let mut tables: Vec<Table> = vec![Table::new(); plan.sources.len()];
     let snapshot = GenOptions {
         changes: 0,
         ..gen.clone()
     };
     crate::gen::generate(plan, &snapshot, |r| {
-        match super::decode_record(plan, &r)? {
-            Change::Upsert { key, row } => {
-                tables[r.source].insert(key, row);
-            }
-            Change::Delete { key } => {
-                tables[r.source].remove(&key);
-            }
-            Change::Truncate => tables[r.source].clear(),
-        }
+        tables[r.source].apply(super::decode_record(plan, &r)?);
         Ok(())
     })?;
     let mut report = ExportReport {
@@ -152,8 +144,8 @@ pub fn run(plan: &Plan, gen: &GenOptions, dir: &Path) -> anyhow::Result<ExportRe
         );
         let mut line = source.column_names().join(",");
         line.push('\n');
-        for row in table.values() {
-            for (i, value) in row.iter().enumerate() {
+        for (_, row) in table.rows() {
+            for (i, value) in row.values().iter().enumerate() {
                 if i > 0 {
                     line.push(',');
                 }

@@ -32,11 +32,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::decode::{self, Change};
+use crate::decode::{self, Change, Table};
 use crate::kafka::client::KafkaOptions;
 use crate::kafka::source::TopicReader;
 use crate::plan::Plan;
-use crate::value::{Row, Value};
+use crate::value::Value;
 
 /// What a change run measured.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -124,7 +124,7 @@ pub fn run(
     let since_ms = window.start;
     let mut report = LatencyReport::default();
     // Sources: the state before the window, and the window's changes.
-    let mut state: Vec<HashMap<Row, Row>> = vec![HashMap::new(); plan.sources.len()];
+    let mut state: Vec<Table> = vec![Table::new(); plan.sources.len()];
     let mut inputs: Vec<Input> = Vec::new();
     for (s, source) in plan.sources.iter().enumerate() {
         let table = &mut state[s];
@@ -141,15 +141,7 @@ pub fn run(
                 inputs.push((ts, s, change));
                 return;
             }
-            match change {
-                Change::Upsert { key, row } => {
-                    table.insert(key, row);
-                }
-                Change::Delete { key } => {
-                    table.remove(&key);
-                }
-                Change::Truncate => table.clear(),
-            }
+            table.apply(change);
         })?;
     }
     inputs.sort_by_key(|(ts, _, _)| *ts);
@@ -204,19 +196,14 @@ pub fn run(
         };
         if input_next {
             let (ts, s, change) = inputs.next().expect("peeked");
-            match change {
-                Change::Upsert { key, row } => {
-                    let old = state[s].insert(key, row.clone());
-                    if let Some(old) = old {
-                        if let Some(v) = traceable(&old, &row, &shown, &pending) {
-                            pending.insert(v, ts);
-                        }
-                    }
+            let new = match &change {
+                Change::Upsert { row, .. } => Some(row.clone()),
+                _ => None,
+            };
+            if let (Some(old), Some(new)) = (state[s].apply(change), new) {
+                if let Some(v) = traceable(&old.values(), &new.values(), &shown, &pending) {
+                    pending.insert(v, ts);
                 }
-                Change::Delete { key } => {
-                    state[s].remove(&key);
-                }
-                Change::Truncate => state[s].clear(),
             }
         } else {
             let (ts, t, key, doc) = outputs.next().expect("peeked");
@@ -272,8 +259,8 @@ pub fn run(
 /// The new string of an update that can be traced (see the module doc): the first column whose
 /// string changes from one some document shows to one no document shows or awaits.
 fn traceable(
-    old: &Row,
-    new: &Row,
+    old: &[Value],
+    new: &[Value],
     shown: &HashMap<u64, u32>,
     pending: &HashMap<u64, i64>,
 ) -> Option<u64> {
@@ -293,7 +280,7 @@ mod tests {
 
     #[test]
     fn traces_only_a_shown_string_replaced_by_a_new_one() {
-        let row = |a: &str, b: i64| -> Row { vec![Value::str(a), Value::Int(b)].into() };
+        let row = |a: &str, b: i64| vec![Value::str(a), Value::Int(b)];
         let mut shown = HashMap::new();
         shown.insert(hash_str("title_1"), 1);
         shown.insert(hash_str("title_3"), 1);

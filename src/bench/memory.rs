@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::dataflow::catalog::Catalog;
-use crate::dataflow::epoch::{EpochLimits, Epochs};
+use crate::dataflow::rows::SourceEvent;
 use crate::dataflow::sink::{DocWriter, Failure, SharedWriter};
-use crate::dataflow::upsert::SourceEvent;
 use crate::dataflow::Time;
 use crate::decode::Change;
 use crate::gen::GenOptions;
 use crate::plan::{Plan, SourceId};
+use crate::runtime::epoch::{EpochLimits, Epochs};
 
 /// How long a worker waiting for others may sleep (it wakes on their messages).
 const PARK: Duration = Duration::from_millis(1);
@@ -117,15 +117,14 @@ pub fn run(
         input_bytes += (r.key.as_ref().map_or(0, String::len)
             + r.value.as_ref().map_or(0, String::len)) as u64;
         let change = super::decode_record(&plan, &r)?;
-        let event = match change {
-            Change::Upsert { key, row } => SourceEvent::Upsert {
-                key,
-                row: Some(row),
-            },
-            Change::Delete { key } => SourceEvent::Upsert { key, row: None },
-            Change::Truncate => anyhow::bail!("the generator wrote a truncate to {}", source.topic),
-        };
-        shares[rows as usize % workers].push((r.source, event));
+        anyhow::ensure!(
+            !matches!(change, Change::Truncate),
+            "the generator wrote a truncate to {}",
+            source.topic
+        );
+        for event in crate::runtime::sources::events(change, workers) {
+            shares[rows as usize % workers].push((r.source, event));
+        }
         rows += 1;
         Ok(())
     })?;
@@ -206,10 +205,6 @@ fn hydrate(
         },
         &failure,
     )?;
-    // Nothing was written before: the output starts empty.
-    for product in catalog.products.iter_mut() {
-        product.emitted = None;
-    }
     let check = |failure: &Failure| match failure.borrow_mut().take() {
         Some(e) => Err(e),
         None => Ok(()),
@@ -247,20 +242,15 @@ fn hydrate(
         }
         check(&failure)?;
     }
-    let time = epochs.time();
-    // Caught up: tell every worker's sinks, then move past that time so they can write.
-    let peers = worker.peers();
+    // Caught up, with an empty output topic: the products' drivers are told so, as a job tells
+    // them; the clock moves on until every worker did.
+    let (time, peers) = (epochs.time(), worker.peers());
     for product in catalog.products.iter_mut() {
-        if let Some(mut hold) = product.hold.take() {
-            hold.advance_to(time);
-            for w in 0..peers {
-                hold.send(crate::dataflow::sink::Side::CaughtUp(w as u64));
-            }
-        }
+        product.caught_up(time, peers);
+        product.loaded(peers);
     }
-    // Other workers may have caught up at a later time: the clock moves on until they did.
     catalog.advance_to(time + 1);
-    while !catalog.products.iter().all(|p| p.control.caught_up.get()) {
+    while !catalog.products.iter().all(|p| p.hydrated()) {
         catalog.advance_to(clock());
         worker.step_or_park(Some(PARK));
         check(&failure)?;

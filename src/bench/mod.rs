@@ -22,11 +22,11 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::dataflow::epoch::EpochLimits;
 use crate::decode::{self, Change};
 use crate::gen::{GenOptions, Record};
 use crate::kafka::client::KafkaOptions;
 use crate::plan;
+use crate::runtime::epoch::EpochLimits;
 
 /// The `denorm bench` subcommands.
 #[derive(Subcommand, Debug)]

@@ -1,83 +1,154 @@
-//! The dataflows one worker runs, and the arrangements they share: the catalog installs and drops
-//! them as products come and go (in the manner of differential-dataflow's `interactive` server).
+//! The dataflows one worker runs and the traces they share: the catalog installs and drops them
+//! as products come and go, in the manner of differential-dataflow's `interactive` server.
 //!
-//! - One dataflow per source: its input, the upsert state, and its rows arranged by primary key.
-//! - One dataflow per shared arrangement of a source by other columns (the columns children link
-//!   to their parent on), importing the source's rows.
-//! - One dataflow per distinct nested relation (a child node and its subtree, identified by
-//!   [`RelationId`]): its items, built from its source's rows and the values of the relations
-//!   nested in it (imported), reduced to one list or item per link key. Equal relations of several
-//!   parents or products are rendered once.
-//! - One dataflow per product, importing the arrangements and relations its root needs, building
-//!   its documents and sinking them to its output topic.
+//! - One dataflow per source: its input and the trace of its current rows ([`arrange_rows`]),
+//!   the only copy of them.
+//! - One dataflow per index of a source on other columns ([`arrange_index`]), importing the
+//!   source's rows; products that look rows up by the same columns share it.
+//! - One dataflow per product ([`product::build`]), importing the rows and indexes it reads.
+//!   It holds no rows of its own: documents are built from the shared traces when they are due.
 //!
-//! A product added to a running job is hydrated from the arrangements and relations already in
-//! memory; a source, arrangement or relation no product uses any more is dropped. Every worker
-//! must install and remove the same products in the same order: the job sequences these commands.
+//! A product added to a running job imports the traces as they are and builds its documents
+//! from them; a source or index no product uses any more is dropped. Every worker must install
+//! and remove the same products in the same order: the job sequences these commands.
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-use differential_dataflow::operators::arrange::TraceAgent;
-use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::TraceReader;
-use differential_dataflow::AsCollection;
-use timely::dataflow::operators::{Concat, Probe};
-use timely::dataflow::{ProbeHandle, Scope};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 use timely::progress::frontier::{Antichain, AntichainRef};
 use timely::worker::Worker;
 
-use super::nest::{link_key, nest, Items, NestSpine, Nested, Renderer};
-use super::sink::{self, Control, Failure, SharedWriter};
-use super::upsert;
-use super::{EmittedInput, HoldInput, SourceInput, Time};
-use crate::plan::{
-    KeyedArrangement, Node, Plan, ProductPlan, RelationId, SharedRelation, SourceId, SourcePlan,
-};
-use crate::value::Row;
+use super::drive::Control;
+use super::index::{arrange_index, Index, IndexTrace};
+use super::product::{self, ControlInput, HeldInput};
+use super::propagate::Arrangements;
+use super::rows::{arrange_rows, RowCount, RowTrace, Rows, SourceEvent};
+use super::sink::Held;
+use super::sink::{Failure, SharedWriter, SinkControl};
+use super::tree::{Finder, Tree};
+use super::Time;
+use crate::plan::{KeyedArrangement, Plan, ProductPlan, SourceId, SourcePlan};
 
-/// A trace of rows: by primary key (value: the row) or by link columns (value: primary key).
-pub type RowTrace = TraceAgent<ValSpine<Row, Row, Time, isize>>;
+/// A source's input handle.
+pub type SourceInput = InputHandle<Time, CapacityContainerBuilder<Vec<SourceEvent>>>;
 
 struct InstalledSource {
     dataflow: usize,
     input: SourceInput,
     trace: RowTrace,
+    /// Passes a time once the source's rows of earlier times are in its trace.
+    computed: ProbeHandle<Time>,
 }
 
-struct InstalledKeyed {
+struct InstalledIndex {
     dataflow: usize,
-    trace: RowTrace,
+    trace: IndexTrace,
+    computed: ProbeHandle<Time>,
 }
 
-/// A nested relation's values per link key.
-pub type NestTrace = TraceAgent<NestSpine>;
-
-struct InstalledRelation {
-    dataflow: usize,
-    trace: NestTrace,
-}
-
-/// A product's dataflow and the handles the job drives it with.
+/// A product's dataflow, and the protocol by which a worker starts it: each worker says when it
+/// has caught up with the product's sources and when it has fed its share of what the output
+/// topic held; once every worker has said both, the product's documents are built.
 pub struct InstalledProduct {
     pub plan: ProductPlan,
     dataflow: usize,
-    /// Dropped (after one message to every worker) once this worker has caught up with the
-    /// product's sources.
-    pub hold: Option<HoldInput>,
-    /// Fed with what the output topic holds once every worker has caught up, then dropped.
-    pub emitted: Option<EmittedInput>,
-    /// Done once every worker has dropped its hold.
-    pub all_caught_up: ProbeHandle<Time>,
-    /// Passes a time once the documents of earlier times are computed.
-    pub computed: ProbeHandle<Time>,
-    /// Passes a time once the documents of earlier times are written.
-    pub written: ProbeHandle<Time>,
-    pub control: Control,
-    pub sources: BTreeSet<SourceId>,
-    keyed: Vec<KeyedArrangement>,
-    /// Every nested relation of the product's tree (also those its relations nest).
-    relations: Vec<RelationId>,
+    sources: BTreeSet<SourceId>,
+    indexes: Vec<KeyedArrangement>,
+    /// Open until this worker has sent both of its messages.
+    control: Option<ControlInput>,
+    held: Option<HeldInput>,
+    caught_up: bool,
+    loaded: bool,
+    written: ProbeHandle<Time>,
+    sink: Rc<SinkControl>,
+}
+
+impl InstalledProduct {
+    /// The sources the product reads.
+    pub fn sources(&self) -> &BTreeSet<SourceId> {
+        &self.sources
+    }
+
+    /// Whether this worker has said it caught up with the product's sources.
+    pub fn caught_up_sent(&self) -> bool {
+        self.caught_up
+    }
+
+    /// Whether this worker has fed its share of the output topic.
+    pub fn loaded_sent(&self) -> bool {
+        self.loaded
+    }
+
+    /// This worker has read the product's sources to the end they had when it started reading
+    /// them: tells every worker's driver, at `time`.
+    pub fn caught_up(&mut self, time: Time, peers: usize) {
+        if self.caught_up {
+            return;
+        }
+        self.caught_up = true;
+        if let Some(control) = self.control.as_mut() {
+            control.advance_to(time.max(*control.time()));
+            for to in 0..peers as u64 {
+                control.send(Control::CaughtUp { to });
+            }
+        }
+        self.close_when_done();
+    }
+
+    /// A document (`None`: a tombstone) of this worker's share of the output topic, in the
+    /// topic's order.
+    pub fn held(&mut self, key: String, json: Option<String>) {
+        if let Some(held) = self.held.as_mut() {
+            held.send(Held { key, json });
+        }
+    }
+
+    /// This worker has fed its share of the output topic: tells every worker's driver.
+    pub fn loaded(&mut self, peers: usize) {
+        if self.loaded {
+            return;
+        }
+        self.loaded = true;
+        if let Some(control) = self.control.as_mut() {
+            for to in 0..peers as u64 {
+                control.send(Control::Loaded { to });
+            }
+        }
+        self.held = None;
+        self.close_when_done();
+    }
+
+    fn close_when_done(&mut self) {
+        if self.caught_up && self.loaded {
+            self.control = None;
+            self.held = None;
+        }
+    }
+
+    /// The job stops before this worker caught up: the product will not be built (its
+    /// documents would reflect part of the sources); its inputs close.
+    pub fn abandon(&mut self) {
+        self.control = None;
+        self.held = None;
+    }
+
+    /// Whether every worker's sink has written the hydration's documents.
+    pub fn hydrated(&self) -> bool {
+        self.sink.caught_up.get()
+    }
+
+    fn advance_to(&mut self, time: Time) {
+        if let Some(control) = self.control.as_mut() {
+            control.advance_to(time.max(*control.time()));
+        }
+        if let Some(held) = self.held.as_mut() {
+            held.advance_to(time.max(*held.time()));
+        }
+    }
 }
 
 /// The installed dataflows of one worker.
@@ -85,8 +156,7 @@ pub struct Catalog {
     /// Every source declared so far (ids are stable) and the installed products.
     pub plan: Plan,
     sources: HashMap<SourceId, InstalledSource>,
-    keyed: HashMap<KeyedArrangement, InstalledKeyed>,
-    relations: HashMap<RelationId, InstalledRelation>,
+    indexes: HashMap<KeyedArrangement, InstalledIndex>,
     pub products: Vec<InstalledProduct>,
     /// The time the inputs are at; new inputs start there.
     time: Time,
@@ -106,8 +176,7 @@ impl Catalog {
                 products: Vec::new(),
             },
             sources: HashMap::new(),
-            keyed: HashMap::new(),
-            relations: HashMap::new(),
+            indexes: HashMap::new(),
             products: Vec::new(),
             time: 0,
         }
@@ -118,16 +187,16 @@ impl Catalog {
         self.sources.keys().copied().collect()
     }
 
-    /// The shared arrangements installed, with the products that use each.
-    pub fn arrangements(&self) -> Vec<(KeyedArrangement, Vec<String>)> {
+    /// The indexes installed, with the products that use each.
+    pub fn indexes(&self) -> Vec<(KeyedArrangement, Vec<String>)> {
         let mut out: Vec<_> = self
-            .keyed
+            .indexes
             .keys()
             .map(|k| {
                 let users = self
                     .products
                     .iter()
-                    .filter(|p| p.keyed.contains(k))
+                    .filter(|p| p.indexes.contains(k))
                     .map(|p| p.plan.name.clone())
                     .collect();
                 (k.clone(), users)
@@ -137,28 +206,9 @@ impl Catalog {
         out
     }
 
-    /// The nested relations installed (each rendered once), with the products that use each.
-    pub fn relations(&self) -> Vec<(RelationId, Vec<String>)> {
-        let mut out: Vec<_> = self
-            .relations
-            .keys()
-            .map(|r| {
-                let users = self
-                    .products
-                    .iter()
-                    .filter(|p| p.relations.contains(r))
-                    .map(|p| p.plan.name.clone())
-                    .collect();
-                (r.clone(), users)
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
     /// Adds the products of `plan` (one product file, or several merged), installing the
-    /// sources, shared arrangements and nested relations they need that are not installed yet. `writer` gives
-    /// each product's writer. Returns the sources installed now (the job starts reading them).
+    /// sources and indexes they need that are not installed yet. `writer` gives each product's
+    /// writer. Returns the sources installed now (the job starts reading them).
     pub fn install(
         &mut self,
         worker: &mut Worker,
@@ -177,44 +227,45 @@ impl Catalog {
         let mut new_sources = Vec::new();
         for (i, writer) in (first..self.plan.products.len()).zip(writers) {
             let product = self.plan.products[i].clone();
-            let sources: BTreeSet<SourceId> =
-                product.root.walk().iter().map(|n| n.source).collect();
+            let tree = Rc::new(Tree::of(&self.plan, &product));
+            let sources = tree.sources();
             for &s in &sources {
                 if !self.sources.contains_key(&s) {
                     self.install_source(worker, s);
                     new_sources.push(s);
                 }
             }
-            let keyed = self.plan.keyed_arrangements(&product);
-            for k in &keyed {
-                if !self.keyed.contains_key(k) {
-                    self.install_keyed(worker, k.clone());
+            let mut indexes: Vec<KeyedArrangement> = Vec::new();
+            for finder in tree.finders() {
+                if let Finder::ByIndex(index) = finder {
+                    if !indexes.contains(index) {
+                        indexes.push(index.clone());
+                    }
                 }
             }
-            let relations = self.plan.relations(&product);
-            let mut shared = 0;
-            for relation in &relations {
-                if self.relations.contains_key(&relation.id) {
-                    shared += 1;
-                } else {
-                    self.install_relation(worker, relation);
+            let shared = indexes
+                .iter()
+                .filter(|i| self.indexes.contains_key(i))
+                .count();
+            for index in &indexes {
+                if !self.indexes.contains_key(index) {
+                    self.install_index(worker, index.clone());
                 }
             }
             if worker.index() == 0 {
                 tracing::info!(
                     product = %product.name,
-                    relations = relations.len(),
-                    shared_relations = shared,
-                    "rendering a product: nested relations already rendered are imported"
+                    indexes = indexes.len(),
+                    shared_indexes = shared,
+                    "building a product over the shared rows and indexes"
                 );
             }
-            let relations = relations.into_iter().map(|r| r.id).collect();
             self.install_product(
                 worker,
                 product,
+                tree,
                 sources,
-                keyed,
-                relations,
+                indexes,
                 writer,
                 failure.clone(),
             );
@@ -222,8 +273,8 @@ impl Catalog {
         Ok(new_sources)
     }
 
-    /// Drops a product's dataflow, and the relations, arrangements and sources only it used.
-    /// Returns the sources dropped (the job stops reading them).
+    /// Drops a product's dataflow, and the indexes and sources only it used. Returns the
+    /// sources dropped (the job stops reading them).
     pub fn remove(&mut self, worker: &mut Worker, name: &str) -> anyhow::Result<Vec<SourceId>> {
         let at = self
             .products
@@ -233,31 +284,17 @@ impl Catalog {
         let product = self.products.remove(at);
         worker.drop_dataflow(product.dataflow);
         self.plan.products.retain(|p| p.name != name);
-        let used_relations: BTreeSet<&RelationId> =
-            self.products.iter().flat_map(|p| &p.relations).collect();
-        let mut unused: Vec<RelationId> = self
-            .relations
-            .keys()
-            .filter(|r| !used_relations.contains(r))
-            .cloned()
-            .collect();
-        unused.sort();
-        for r in unused {
-            if let Some(relation) = self.relations.remove(&r) {
-                worker.drop_dataflow(relation.dataflow);
-            }
-        }
-        let used_keyed: BTreeSet<&KeyedArrangement> =
-            self.products.iter().flat_map(|p| &p.keyed).collect();
+        let used: BTreeSet<&KeyedArrangement> =
+            self.products.iter().flat_map(|p| &p.indexes).collect();
         let unused: Vec<KeyedArrangement> = self
-            .keyed
+            .indexes
             .keys()
-            .filter(|k| !used_keyed.contains(k))
+            .filter(|k| !used.contains(k))
             .cloned()
             .collect();
         for k in unused {
-            if let Some(keyed) = self.keyed.remove(&k) {
-                worker.drop_dataflow(keyed.dataflow);
+            if let Some(index) = self.indexes.remove(&k) {
+                worker.drop_dataflow(index.dataflow);
             }
         }
         let used = self.plan.used_sources();
@@ -281,6 +318,11 @@ impl Catalog {
         Some((&self.plan.sources[source], input))
     }
 
+    /// The time the inputs are at.
+    pub fn time(&self) -> Time {
+        self.time
+    }
+
     /// Moves every input to `time`, and lets the shared traces forget distinctions before it
     /// (a product installed later starts from their state at `time`).
     pub fn advance_to(&mut self, time: Time) {
@@ -292,30 +334,35 @@ impl Catalog {
             source.input.advance_to(time);
             compact(&mut source.trace, time);
         }
-        for keyed in self.keyed.values_mut() {
-            compact(&mut keyed.trace, time);
+        for index in self.indexes.values_mut() {
+            compact(&mut index.trace, time);
         }
-        for relation in self.relations.values_mut() {
-            compact(&mut relation.trace, time);
+        for product in self.products.iter_mut() {
+            product.advance_to(time);
         }
     }
 
     /// Closes every source input (the job stops reading): the dataflows drain and complete.
+    /// A product this worker has not caught up with is abandoned.
     pub fn close_inputs(&mut self) {
-        // The dataflows stay installed (they drain and complete); only the inputs and the
-        // catalog's trace handles go.
         self.sources.clear();
-        self.keyed.clear();
-        self.relations.clear();
+        self.indexes.clear();
+        for product in self.products.iter_mut() {
+            if !product.caught_up {
+                product.abandon();
+            }
+        }
     }
 
-    /// Whether every product has computed its documents for times before `time`.
+    /// Whether every source's (and index's) arrangement has taken the updates of times before
+    /// `time`: what the epochs' backpressure waits for.
     pub fn computed_past(&self, time: &Time) -> bool {
-        self.products.iter().all(|p| !p.computed.less_equal(time))
+        self.sources.values().all(|s| !s.computed.less_equal(time))
+            && self.indexes.values().all(|i| !i.computed.less_equal(time))
     }
 
     /// The earliest time whose documents some product may still write (every product has
-    /// written the output of the times before it).
+    /// written the output of the times before it, and started no document it has not written).
     pub fn written_frontier(&self) -> Time {
         self.products
             .iter()
@@ -330,13 +377,15 @@ impl Catalog {
     }
 
     fn install_source(&mut self, worker: &mut Worker, id: SourceId) {
-        let name = self.plan.sources[id].name.clone();
+        let source = &self.plan.sources[id];
+        let (name, key) = (source.name.clone(), source.key.clone());
         let dataflow = worker.next_dataflow_index();
+        let computed = ProbeHandle::new();
         let (mut input, trace) = worker.dataflow_named(&format!("Source({name})"), |scope| {
             let mut input = SourceInput::new();
-            let rows = upsert::upsert(input.to_stream(scope), &name).as_collection();
-            let arranged = rows.arrange_by_key_named(&format!("Rows({name})"));
-            (input, arranged.trace)
+            let rows = arrange_rows(input.to_stream(scope), &name, key, RowGauge::new(&name));
+            rows.stream.clone().probe_with(&computed);
+            (input, rows.trace)
         });
         input.advance_to(self.time);
         self.sources.insert(
@@ -345,168 +394,154 @@ impl Catalog {
                 dataflow,
                 input,
                 trace,
+                computed,
             },
         );
     }
 
-    fn install_keyed(&mut self, worker: &mut Worker, id: KeyedArrangement) {
-        let source = &self.plan.sources[id.source];
-        let name = format!("{}{:?}", source.name, id.columns);
-        let base = &mut self
+    fn install_index(&mut self, worker: &mut Worker, id: KeyedArrangement) {
+        let name = format!("{}{:?}", self.plan.sources[id.source].name, id.columns);
+        let rows = &mut self
             .sources
             .get_mut(&id.source)
-            .expect("a source is installed before its arrangements")
+            .expect("a source is installed before its indexes")
             .trace;
         let columns = id.columns.clone();
         let dataflow = worker.next_dataflow_index();
-        let trace = worker.dataflow_named(&format!("Keyed({name})"), |scope| {
-            base.import_named(scope, &format!("Rows({name})"))
-                .flat_map_ref(move |pk: &Row, row: &Row| {
-                    link_key(row, &columns).map(|k| (k, pk.clone()))
-                })
-                .arrange_by_key_named(&format!("Keyed({name})"))
-                .trace
+        let computed = ProbeHandle::new();
+        let trace = worker.dataflow_named(&format!("Index({name})"), |scope| {
+            let rows = rows.import_named(scope, &format!("Rows({name})"));
+            let index = arrange_index(rows, columns, &format!("Index({name})"));
+            index.stream.clone().probe_with(&computed);
+            index.trace
         });
-        self.keyed.insert(id, InstalledKeyed { dataflow, trace });
-    }
-
-    /// Renders a nested relation once, in a dataflow of its own that keeps its values' trace;
-    /// the relations nested in it are installed before it.
-    fn install_relation(&mut self, worker: &mut Worker, relation: &SharedRelation) {
-        let node = &relation.node;
-        let dataflow = worker.next_dataflow_index();
-        let mut imports = self.imports();
-        let trace = worker.dataflow_named(&format!("Relation({})", node.path), |scope| {
-            let items = imports.items(scope, node);
-            nest(node, items).trace
-        });
-        self.relations
-            .insert(relation.id.clone(), InstalledRelation { dataflow, trace });
-    }
-
-    /// What a node's dataflow imports its arrangements and relations from.
-    fn imports(&mut self) -> Imports<'_> {
-        Imports {
-            keys: self.plan.sources.iter().map(|s| s.key.clone()).collect(),
-            sources: &mut self.sources,
-            keyed: &mut self.keyed,
-            relations: &mut self.relations,
-        }
+        self.indexes.insert(
+            id,
+            InstalledIndex {
+                dataflow,
+                trace,
+                computed,
+            },
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
     fn install_product(
         &mut self,
         worker: &mut Worker,
-        product: ProductPlan,
+        plan: ProductPlan,
+        tree: Rc<Tree>,
         sources: BTreeSet<SourceId>,
-        keyed: Vec<KeyedArrangement>,
-        relations: Vec<RelationId>,
+        indexes: Vec<KeyedArrangement>,
         writer: SharedWriter,
         failure: Failure,
     ) {
         let dataflow = worker.next_dataflow_index();
-        let computed = ProbeHandle::new();
-        let written = ProbeHandle::new();
-        let control: Control = Rc::default();
-        let root = &self.plan.sources[product.root.source];
-        let key_names: Vec<String> = root
-            .key
-            .iter()
-            .map(|&k| root.columns[k].name.clone())
-            .collect();
-        let mut imports = self.imports();
-        let (hold, emitted, all_caught_up) =
-            worker.dataflow_named(&format!("Product({})", product.name), |scope| {
-                let docs = imports.items(scope, &product.root).probe_with(&computed);
-                let mut hold = HoldInput::new();
-                let (all_caught_up, hold_stream) = hold.to_stream(scope).probe();
-                let mut emitted = EmittedInput::new();
-                let side = hold_stream.concat(emitted.to_stream(scope));
-                sink::sink(
-                    docs,
-                    side,
-                    &product.name,
-                    key_names,
-                    product.shape(),
-                    writer,
-                    failure,
-                    control.clone(),
-                )
-                .probe_with(&written);
-                (hold, emitted, all_caught_up)
-            });
+        let sink = Rc::new(SinkControl::default());
+        let mut handles = worker.dataflow_named(&format!("Product({})", plan.name), |scope| {
+            let mut imports = Imports {
+                scope,
+                sources: &mut self.sources,
+                indexes: &mut self.indexes,
+                rows: HashMap::new(),
+                imported: HashMap::new(),
+            };
+            product::build(scope, tree, &mut imports, writer, failure, sink.clone())
+        });
+        handles.control.advance_to(self.time);
+        handles.held.advance_to(self.time);
         self.products.push(InstalledProduct {
-            plan: product,
+            plan,
             dataflow,
-            hold: Some(hold),
-            emitted: Some(emitted),
-            all_caught_up,
-            computed,
-            written,
-            control,
             sources,
-            keyed,
-            relations,
+            indexes,
+            control: Some(handles.control),
+            held: Some(handles.held),
+            caught_up: false,
+            loaded: false,
+            written: handles.written,
+            sink,
         });
     }
 }
 
-/// The installed traces a node's dataflow imports.
-struct Imports<'a> {
+/// The shared traces a product's dataflow imports, each once.
+struct Imports<'a, 's> {
+    scope: Scope<'s, Time>,
     sources: &'a mut HashMap<SourceId, InstalledSource>,
-    keyed: &'a mut HashMap<KeyedArrangement, InstalledKeyed>,
-    relations: &'a mut HashMap<RelationId, InstalledRelation>,
-    /// Each source's primary key columns.
-    keys: Vec<Vec<usize>>,
+    indexes: &'a mut HashMap<KeyedArrangement, InstalledIndex>,
+    rows: HashMap<SourceId, Rows<'s>>,
+    imported: HashMap<KeyedArrangement, Index<'s>>,
 }
 
-impl Imports<'_> {
-    /// Imports into `scope` what `node` is built from (its source's rows, its source arranged by
-    /// the columns its children link on, its children's values) and renders its items.
-    fn items<'s>(&mut self, scope: Scope<'s, Time>, node: &Node) -> Items<'s> {
-        let rows = &mut self
-            .sources
-            .get_mut(&node.source)
-            .expect("a source is installed before the nodes that read it")
-            .trace;
-        let by_key = HashMap::from([(node.source, rows.import_named(scope, "ImportRows"))]);
-        let mut keyed = HashMap::new();
-        let mut children: Vec<Nested<'s>> = Vec::new();
-        for child in &node.children {
-            let link = child.link.as_ref().expect("children have links");
-            let id = KeyedArrangement {
-                source: node.source,
-                columns: link.parent_columns.clone(),
-            };
-            if link.parent_columns != self.keys[node.source] && !keyed.contains_key(&id) {
-                let trace = &mut self
-                    .keyed
-                    .get_mut(&id)
-                    .expect("an arrangement is installed before the nodes that join on it")
-                    .trace;
-                let imported = trace.import_named(scope, "ImportKeyed");
-                keyed.insert(id, imported);
-            }
-            let id = RelationId::of(child).expect("children have links");
-            let trace = &mut self
-                .relations
-                .get_mut(&id)
-                .expect("a relation is installed before the nodes that nest it")
-                .trace;
-            children.push(trace.import_named(scope, &format!("ImportRelation({})", child.path)));
-        }
-        Renderer::new(by_key, keyed, self.keys.clone()).items(node, children)
+impl<'s> Arrangements<'s> for Imports<'_, 's> {
+    fn rows(&mut self, source: SourceId) -> Rows<'s> {
+        let (scope, sources) = (self.scope, &mut self.sources);
+        self.rows
+            .entry(source)
+            .or_insert_with(|| {
+                sources
+                    .get_mut(&source)
+                    .expect("a source is installed before the products that read it")
+                    .trace
+                    .import_named(scope, "ImportRows")
+            })
+            .clone()
+    }
+
+    fn index(&mut self, index: &KeyedArrangement) -> Index<'s> {
+        let (scope, indexes) = (self.scope, &mut self.indexes);
+        self.imported
+            .entry(index.clone())
+            .or_insert_with(|| {
+                indexes
+                    .get_mut(index)
+                    .expect("an index is installed before the products that use it")
+                    .trace
+                    .import_named(scope, "ImportIndex")
+            })
+            .clone()
     }
 }
 
 /// Lets a shared trace compact up to `time`, but never past what it has completed: a product
-/// that imports it later joins against it, and a join needs the trace's compaction frontier not
-/// to be ahead of its upper frontier.
+/// that imports it later reads it at times from its upper on.
 fn compact<Tr: TraceReader<Time = Time>>(trace: &mut Tr, time: Time) {
     let mut upper = Antichain::new();
     trace.read_upper(&mut upper);
     let frontier: Vec<Time> = upper.elements().iter().map(|t| (*t).min(time)).collect();
     trace.set_logical_compaction(AntichainRef::new(&frontier));
     trace.set_physical_compaction(AntichainRef::new(&frontier));
+}
+
+/// This worker's rows of a source, in the `source_rows` gauge; taken back out when the source
+/// is dropped.
+struct RowGauge {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    held: i64,
+}
+
+impl RowGauge {
+    fn new(source: &str) -> Self {
+        RowGauge {
+            gauge: crate::metrics::metrics()
+                .source_rows
+                .get_or_create(&crate::metrics::source(source))
+                .clone(),
+            held: 0,
+        }
+    }
+}
+
+impl RowCount for RowGauge {
+    fn changed(&mut self, by: i64) {
+        self.gauge.inc_by(by);
+        self.held += by;
+    }
+}
+
+impl Drop for RowGauge {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.held);
+    }
 }

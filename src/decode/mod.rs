@@ -8,6 +8,9 @@
 
 pub mod column;
 mod raw;
+pub mod table;
+
+pub use table::Table;
 
 use std::sync::Arc;
 
@@ -15,7 +18,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 use crate::plan::{Column, ColumnType, SourcePlan};
-use crate::value::{Row, Value};
+use crate::row::Row;
+use crate::value::Value;
 use column::FieldSchemas;
 use raw::{Doc, Object};
 
@@ -53,6 +57,10 @@ pub enum DecodeError {
     MissingColumn(String),
     #[error("column `{column}`: {problem}")]
     Column { column: String, problem: String },
+    #[error(
+        "the record key ({key}) names another row than the row's primary key columns ({row}); Debezium keys a record by its row's primary key: is `primary_key` the table's?"
+    )]
+    KeyMismatch { key: String, row: String },
 }
 
 /// Splits `{"schema": ..., "payload": ...}` into its parts; plain JSON has no schema.
@@ -297,24 +305,26 @@ impl Decoder {
                 .ok_or_else(|| DecodeError::MissingColumn(column.name.clone()))?;
             values.push(decode_column(raw, column, schemas.get(&column.name))?);
         }
-        // The record key first, as for deletes, so that an upsert and a later delete of the same
-        // row always name the same key; the row's primary-key columns when there is no usable key.
-        let key = match self.message_key(source, key)? {
-            Some(key) => key,
-            None => {
-                let key_values: Vec<Value> =
-                    source.key.iter().map(|&i| values[i].clone()).collect();
-                if let Some(i) = key_values.iter().position(Value::is_null) {
-                    return Err(DecodeError::NullKey(
-                        source.columns[source.key[i]].name.clone(),
-                    ));
-                }
-                Row::from(key_values)
+        // The row's primary-key columns are its key. The record key, when it has them, must
+        // name the same row: a later delete names its row by the record key.
+        let key_values: Vec<&Value> = source.key.iter().map(|&i| &values[i]).collect();
+        if let Some(i) = key_values.iter().position(|v| v.is_null()) {
+            return Err(DecodeError::NullKey(
+                source.columns[source.key[i]].name.clone(),
+            ));
+        }
+        let row_key = Row::from_values(key_values.iter().copied());
+        if let Some(record_key) = self.message_key(source, key)? {
+            if record_key != row_key {
+                return Err(DecodeError::KeyMismatch {
+                    key: shown(&record_key),
+                    row: shown(&row_key),
+                });
             }
-        };
+        }
         Ok(Change::Upsert {
-            key,
-            row: values.into(),
+            key: row_key,
+            row: Row::from_values(&values),
         })
     }
 
@@ -362,11 +372,23 @@ impl Decoder {
                 // A schema-wrapped scalar key (e.g. after ExtractField$Key) carries its own
                 // semantic type.
                 let value = decode_column(payload, column, schemas.whole.as_ref())?;
-                Ok((!value.is_null()).then(|| Row::from(vec![value])))
+                Ok((!value.is_null()).then(|| Row::from_values([&value])))
             }
             Ok(Doc::Other(_)) => Ok(None),
         }
     }
+}
+
+/// Key values as a message shows them: JSON scalars, comma-separated.
+fn shown(key: &Row) -> String {
+    let mut out = String::new();
+    for (i, datum) in key.as_ref().datums().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        crate::value::write_scalar(&datum.to_value(), &mut out);
+    }
+    out
 }
 
 fn invalid(e: serde_json::Error) -> DecodeError {
@@ -485,7 +507,7 @@ fn row_key(source: &SourcePlan, schemas: &FieldSchemas, row: &Object) -> Result<
         }
         key.push(value);
     }
-    Ok(key.into())
+    Ok(Row::from_values(&key))
 }
 
 /// The primary key from the record key: a JSON object with the key columns (schema-wrapped or

@@ -325,12 +325,13 @@ impl<'p> Gen<'p> {
             self.snapshot,
         );
         let key_row = (self.trace || self.buffering).then(|| self.world.tables[s].key_of(row));
-        let change = key_row.clone().map(|key| match after {
+        let encoded = |values: &Row| crate::row::Row::from_values(values.iter());
+        let change = key_row.as_ref().map(|key| match after {
             Some(row) => Change::Upsert {
-                key,
-                row: row.clone(),
+                key: encoded(key),
+                row: encoded(row),
             },
-            None => Change::Delete { key },
+            None => Change::Delete { key: encoded(key) },
         });
         if op == Op::Delete {
             self.pending.push(Pending {
@@ -348,7 +349,7 @@ impl<'p> Gen<'p> {
                     key: Some(key),
                     value: None,
                 },
-                change: key_row.map(|key| Change::Delete { key }),
+                change: key_row.map(|key| Change::Delete { key: encoded(&key) }),
                 op: None,
             });
         } else {

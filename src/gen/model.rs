@@ -375,9 +375,9 @@ impl Table {
 
     pub fn apply(&mut self, change: &Change) {
         match change {
-            Change::Upsert { key, row } => self.upsert(key.clone(), row.clone()),
+            Change::Upsert { key, row } => self.upsert(key.values().into(), row.values().into()),
             Change::Delete { key } => {
-                self.delete(key);
+                self.delete(&key.values().into());
             }
             Change::Truncate => {}
         }

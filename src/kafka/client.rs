@@ -299,6 +299,27 @@ impl KafkaOptions {
             .collect())
     }
 
+    /// The number of partitions of each of `topics` that exists (one metadata request).
+    pub fn existing_partition_counts(
+        &self,
+        topics: &[String],
+    ) -> anyhow::Result<std::collections::HashMap<String, i32>> {
+        if topics.is_empty() {
+            return Ok(Default::default());
+        }
+        let consumer = self.consumer("metadata")?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .filter(|t| topics.iter().any(|name| name == t.name()))
+            .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+            .collect())
+    }
+
     /// The number of partitions of each topic, waiting up to `wait` for topics to appear.
     pub fn partition_counts(&self, topics: &[&str], wait: Duration) -> anyhow::Result<Vec<i32>> {
         let consumer = self.consumer("metadata")?;

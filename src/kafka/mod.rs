@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod client;
 pub mod dlq;
+pub mod output;
 pub mod position;
 pub mod producer;
 pub mod source;

@@ -62,6 +62,11 @@ impl Row {
         hash(&self.0)
     }
 
+    /// The row's values, decoded.
+    pub fn values(&self) -> Vec<Value> {
+        self.as_ref().datums().map(Datum::to_value).collect()
+    }
+
     /// Bytes the row takes, with its handle.
     pub fn size(&self) -> usize {
         16 + self.0.len()

@@ -55,10 +55,10 @@ pub fn replay_sources(
         records += read_topic(kafka, &source.topic, |origin, key, value| {
             match decoder.decode(source, key, value) {
                 Ok(Change::Upsert { key, row }) => {
-                    table.insert(key, row);
+                    table.insert(key.values().into(), row.values().into());
                 }
                 Ok(Change::Delete { key }) => {
-                    table.remove(&key);
+                    table.remove(&key.values().into());
                 }
                 Ok(Change::Truncate) => table.clear(),
                 Err(e) => errors.push(format!("{origin}: {e}")),

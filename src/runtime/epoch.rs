@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use super::Time;
+use crate::dataflow::Time;
 
 /// How a worker groups the records it reads into times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

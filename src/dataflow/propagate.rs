@@ -18,7 +18,6 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Concatenate};
 use timely::dataflow::Stream;
-use timely::progress::Antichain;
 
 use super::drive::{Control, Dirty};
 use super::index::{columns_hash, Index};
@@ -164,10 +163,12 @@ where
                     // Every worker's two messages: the release is known.
                     let released = (messages == 2 * peers).then_some(release);
                     let before = control_frontier.frontier().first().copied();
-                    let followed = |t: Time| match released {
-                        Some(release) => Some(t > release),
-                        None if before.is_some_and(|b| t < b) => Some(false),
-                        None => None,
+                    // Without the release, an update before the control messages still to
+                    // come is before it too; with no control message to come, there is none.
+                    let followed = |t: Time| match (released, before) {
+                        (Some(release), _) => Some(t > release),
+                        (None, Some(b)) if t >= b => None,
+                        (None, _) => Some(false),
                     };
                     spans.for_each(|cap, data| {
                         for span in data.drain(..) {
@@ -212,7 +213,6 @@ where
                             output.session(&cap).give_iterator(updates.into_iter());
                         }
                     }
-                    let _ = Antichain::<Time>::new();
                 }
             },
         )

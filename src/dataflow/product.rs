@@ -16,9 +16,9 @@ use super::drive::{drive, Control, DriverInput};
 use super::find::{find, Found, Want};
 use super::propagate::{propagate, Arrangements};
 use super::sink::{sink, Held};
+use super::sink::{Failure, SharedWriter, SinkControl};
 use super::tree::{Finder, Tree};
 use super::Time;
-use crate::dataflow::sink::{Control as SinkControl, Failure, SharedWriter};
 
 /// The job's messages to a product's drivers.
 pub type ControlInput = InputHandle<Time, CapacityContainerBuilder<Vec<Control>>>;
@@ -40,7 +40,7 @@ pub fn build<'s>(
     arrangements: &mut impl Arrangements<'s>,
     writer: SharedWriter,
     failure: Failure,
-    sink_control: SinkControl,
+    sink_control: Rc<SinkControl>,
 ) -> ProductDataflow {
     let mut control = ControlInput::new();
     let mut held = HeldInput::new();

@@ -117,6 +117,7 @@ pub fn drive<'s>(
                 started: false,
                 hydrating: false,
                 in_flight: VecDeque::new(),
+                floor: 0,
                 written,
             };
             move |(input, input_frontier), (batches, rows_frontier), output| {
@@ -185,6 +186,9 @@ struct Driver {
     hydrating: bool,
     /// Times of chunks started and not yet written.
     in_flight: VecDeque<Time>,
+    /// The latest time of a dirty root taken (or of the hydration): a chunk starts no earlier,
+    /// so that its documents show every change that made a root of it dirty.
+    floor: Time,
     written: ProbeHandle<Time>,
 }
 
@@ -205,15 +209,26 @@ impl Driver {
             Cursor<Key<'a> = &'a u64, Val<'a> = RowRef<'a>, Diff = isize, Time = Time>,
     {
         let complete = |t: Time, at: Option<Time>| at.is_none_or(|at| t < at);
+        // The hydration reads the roots as of the release, or later: the trace may have
+        // forgotten the distinctions before the driver's capability.
+        let hydrate_at = self
+            .held
+            .as_ref()
+            .map_or(self.release, |held| self.release.max(*held.time()));
         if !self.started
             && self.caught_up == self.peers
             && self.loaded == self.peers
-            && complete(self.release, rows_at)
+            && complete(hydrate_at, rows_at)
         {
-            self.start(trace);
+            self.start(trace, hydrate_at);
         }
         if !self.started {
-            self.follow(earliest(self.pending.keys().next().copied(), input_at));
+            match input_at {
+                // Nothing more will come: this job stops before every worker caught up with
+                // the product's sources, and it never starts.
+                None => self.held = None,
+                Some(_) => self.follow(earliest(self.pending.keys().next().copied(), input_at)),
+            }
             return false;
         }
         // Dirty roots of times complete on both inputs: every one of them has arrived.
@@ -225,6 +240,7 @@ impl Driver {
             for dirty in entry.remove() {
                 merge(&mut self.fresh, dirty.hash, dirty.key);
             }
+            self.floor = self.floor.max(t);
         }
         while self
             .in_flight
@@ -247,7 +263,8 @@ impl Driver {
             let at = match upto {
                 Some(upto) => (*held.time()).max(upto.saturating_sub(1)),
                 None => *held.time(),
-            };
+            }
+            .max(self.floor);
             if !complete(at, rows_at) {
                 break;
             }
@@ -269,14 +286,13 @@ impl Driver {
         waiting
     }
 
-    /// Hydration: every root row held at the release time is due.
-    fn start<Tr>(&mut self, trace: &mut Tr)
+    /// Hydration: every root row held at `at` is due.
+    fn start<Tr>(&mut self, trace: &mut Tr, at: Time)
     where
         Tr: TraceReader<Time = Time, Batch: differential_dataflow::trace::Navigable>,
         for<'a> differential_dataflow::trace::BatchCursor<Tr>:
             Cursor<Key<'a> = &'a u64, Val<'a> = RowRef<'a>, Diff = isize, Time = Time>,
     {
-        let at = self.release;
         let batches = trace
             .batches_through(Antichain::new().borrow())
             .expect("a trace hands out all of its batches");
@@ -292,6 +308,7 @@ impl Driver {
         }
         // What changed until then is in the hydration's documents.
         self.pending = self.pending.split_off(&(at + 1));
+        self.floor = at;
         self.started = true;
         self.hydrating = true;
     }
@@ -375,8 +392,7 @@ impl Driver {
                     }
                 }
             }
-            None if self.started && self.pending.is_empty() => self.held = None,
-            None => {}
+            None => self.held = None,
         }
     }
 }
