@@ -18,5 +18,4 @@ pub mod spec;
 pub mod suggest;
 pub mod temporal;
 pub mod value;
-pub mod verify;
 pub mod watch;
