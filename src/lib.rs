@@ -7,6 +7,7 @@ pub mod dataflow;
 pub mod decode;
 pub mod demo;
 pub mod explain;
+pub mod fault;
 pub mod gen;
 pub mod job;
 pub mod kafka;

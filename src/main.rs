@@ -417,6 +417,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     install_panic_hook();
+    if let Err(e) = denorm::fault::check() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     tracing::debug!(
         version = env!("CARGO_PKG_VERSION"),
         command = cli.command.name(),
