@@ -2,19 +2,18 @@
 //! objects and lists built from them; their order (which sorts nested lists and picks the item
 //! of a `one` relation) and their JSON form in a document.
 //!
-//! **Rendering** (README, "Input: Debezium records" and "Product files"): timestamps are RFC 3339
-//! UTC strings (`2022-08-15T08:53:57Z`, with `.123` or `.123456` when the fraction needs it),
-//! dates `YYYY-MM-DD`, times `HH:MM:SS` (or `HH:MM:SS.ffffff`), decimals exact JSON numbers
-//! without exponent or trailing zeros, floats JSON numbers (non-finite ones `null`), `json`
-//! columns the JSON itself. The number of fraction digits of times and timestamps is not in the
-//! README: it is what the engine writes; verify compares these strings exactly.
+//! **Rendering** (README, "Input: Debezium records"): timestamps are RFC 3339 UTC strings
+//! (`2022-08-15T08:53:57Z`, with `.123` when the fraction is whole milliseconds, `.123456`
+//! otherwise), dates `YYYY-MM-DD`, times `HH:MM:SS` (or `HH:MM:SS.ffffff`), decimals exact JSON
+//! numbers without exponent or trailing zeros, floats JSON numbers (non-finite ones `null`),
+//! `json` columns the JSON itself. Verify compares these strings exactly.
 //!
-//! **Order** (README: "the whole item breaks ties, so lists are deterministic", with no more
-//! said; the engine's rule is the derived order of its value type, `src/value.rs`): values of
-//! different kinds order by kind in the order of [`Val`]'s variants (in a list only `null` ever
-//! meets another kind, and comes first); numbers, dates, times and timestamps by value (floats by
-//! IEEE total order), strings by their UTF-8 bytes, `json` values by their compact text as
-//! serde_json writes it, objects field by field and lists item by item (a prefix first).
+//! **Order** (README, "Product files", a relation's `order_by`: "the whole item breaks ties …
+//! values order by value"): null first (values of other kinds never meet in one list: a column
+//! has one type; here they order by kind in the order of [`Val`]'s variants); numbers, dates,
+//! times and timestamps by value (floats by IEEE total order), strings by their UTF-8 bytes,
+//! `json` values by their compact text (as serde_json writes it, fields in the order written),
+//! objects field by field in output order, lists item by item (a prefix first).
 
 use std::cmp::Ordering;
 
