@@ -341,14 +341,16 @@ fn relation(
     let mut order_by = Vec::new();
     for entry in &section.order_by {
         let (name, descending) = sort_key(entry);
-        let Item::Object(object) = &item else {
-            unreachable!("value relations were refused above")
+        let known = match &item {
+            Item::Object(object) => {
+                object.fields.iter().any(|(n, _)| n == name)
+                    || object
+                        .relations
+                        .iter()
+                        .any(|r| r.name == name && r.cardinality == Cardinality::One)
+            }
+            Item::Value(_) => false,
         };
-        let known = object.fields.iter().any(|(n, _)| n == name)
-            || object
-                .relations
-                .iter()
-                .any(|r| r.name == name && r.cardinality == Cardinality::One);
         if !known {
             bail!(
                 "{path}: order_by `{entry}` names no output field (or `one` relation) of the item"
