@@ -36,7 +36,8 @@
 # are skipped), BENCH_PG_CHANGES
 # (S 20000, M 5000, L 1000), BENCH_PG_PORT (55432), BENCH_PG_BIN (folder of initdb/pg_ctl;
 # default from PATH).
-# Needs python3 (matplotlib and psycopg are pip-installed when missing), jq, curl, PostgreSQL.
+# Needs python3 (matplotlib and psycopg go into the cached virtual environment of
+# scripts/python.sh), jq, curl, PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -105,10 +106,9 @@ fi
 PG_BIN=${BENCH_PG_BIN:-/usr/local/bin}
 [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] || die "PostgreSQL's initdb and pg_ctl are not in $PG_BIN (set BENCH_PG_BIN)"
 
-if ! python3 -c 'import matplotlib, psycopg' 2>/dev/null; then
-  log "installing matplotlib and psycopg for python3"
-  python3 -m pip install -q matplotlib 'psycopg[binary]' >&2 || die "pip install matplotlib psycopg[binary] failed"
-fi
+# The scripts' Python packages live in a cached virtual environment (scripts/python.sh).
+py() { scripts/python.sh "$@"; }
+py -c 'import matplotlib, psycopg' || die "the Python environment of scripts/python.sh cannot import matplotlib and psycopg"
 if [ "$brokers" = "127.0.0.1:${DENORM_BROKER_PORT:-19092}" ]; then
   scripts/broker.sh start memory >/dev/null
 fi
@@ -299,7 +299,7 @@ postgres_baseline() {
     -o "-p $port -k $sock -c listen_addresses='' -c synchronous_commit=off -c shared_buffers=512MB" start > /dev/null \
     || { cat "$sock/postgres.log" >&2; die "PostgreSQL did not start"; }
   local out
-  out=$(python3 scripts/bench_pg.py --dir "$tmp/pg" --host "$sock" --port "$port" --changes "$pg_changes") \
+  out=$(py scripts/bench_pg.py --dir "$tmp/pg" --host "$sock" --port "$port" --changes "$pg_changes") \
     || die "scripts/bench_pg.py failed"
   as_pg pg_ctl -D "$pgdata" -m fast stop > /dev/null
   pgdata=""
@@ -383,14 +383,14 @@ run_size() {
       and ([.steps[] | select(.step == "changes") | .traced > 0 and .never_seen <= .traced and .window_input_records == .records] | all)
       and ([.steps[] | select(.step == "postgres") | .documents == $users and .changes > 0] | all)' "$result" > /dev/null \
       || { jq . "$result" >&2; die "smoke: implausible results"; }
-    python3 scripts/bench_report.py --plots "$tmp/plots" --markdown "$tmp/section.md" "$result"
+    py scripts/bench_report.py --plots "$tmp/plots" --markdown "$tmp/section.md" "$result"
     for p in hydration memory latency; do [ -s "$tmp/plots/$p.png" ] || die "smoke: no $p.png"; done
     cat "$tmp/section.md"
     log "smoke OK in $((SECONDS - started)) s"
   else
     mkdir -p bench/results
     cp "$result" "bench/results/$size.json"
-    python3 scripts/bench_report.py --plots bench/plots --benchmarks BENCHMARKS.md bench/results/*.json
+    py scripts/bench_report.py --plots bench/plots --benchmarks BENCHMARKS.md bench/results/*.json
     log "size $size done in $((SECONDS - started)) s: bench/results/$size.json, bench/plots/, BENCHMARKS.md"
   fi
   cleanup

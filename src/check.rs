@@ -22,7 +22,7 @@ use crate::plan::{Plan, SourcePlan};
 use crate::spec::{self, SourceText};
 use crate::suggest;
 
-/// How long reading one partition's sample may take.
+/// How long reading a partition's sample may go without any record coming before it fails.
 const PARTITION_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the check found for one source topic.
@@ -143,9 +143,27 @@ fn partition_count(consumer: &Reader, topic: &str) -> anyhow::Result<Option<i32>
 }
 
 /// How far ahead of the first records the last ones may be for `check` to read on to them
-/// rather than seek (some brokers, tansu among them, return nothing for a fetch that starts in
-/// the middle of a record batch).
+/// rather than seek.
 const READ_ON_LIMIT: i64 = 20_000;
+
+/// How long a seek towards the end of a partition may yield nothing before `check` reads on
+/// from the first records instead: some brokers, tansu among them, return nothing for a fetch
+/// that starts inside a record batch (Kafka returns the whole batch and the client skips the
+/// records before the offset asked for).
+const SEEK_PROBE: Duration = Duration::from_secs(2);
+
+/// A record read: where it is, its key and its value.
+type Owned = (Origin, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What one read of a partition got.
+struct Read {
+    /// The last records read (at most the number asked to keep).
+    kept: Vec<Owned>,
+    /// Whether it reached the end of the partition.
+    at_end: bool,
+    /// Records read in all.
+    count: usize,
+}
 
 /// Reads the first `n` records of a partition, then (if it has more) the last `n`, calling
 /// `record` for each.
@@ -156,23 +174,28 @@ fn sample_partition(
     n: usize,
     mut record: impl FnMut(Origin, Option<&[u8]>, Option<&[u8]>),
 ) -> anyhow::Result<()> {
-    type Owned = (Origin, Option<Vec<u8>>, Option<Vec<u8>>);
     let assign = |offset: Offset| -> anyhow::Result<()> {
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(topic, partition, offset)
             .and_then(|_| consumer.assign(&list))
             .map_err(|e| anyhow::anyhow!("cannot read {topic} partition {partition}: {e}"))
     };
-    // Reads until `limit` records or the end of the partition, keeping the last `keep`; says
-    // whether it reached the end.
-    let read = |limit: usize, keep: usize| -> anyhow::Result<(Vec<Owned>, bool)> {
-        let deadline = Instant::now() + PARTITION_TIMEOUT;
+    // Reads until `limit` records or the end of the partition, keeping the last `keep`. Fails
+    // when no record comes for PARTITION_TIMEOUT; with `probe`, stops (having read nothing)
+    // when nothing came for that long.
+    let read = |limit: usize, keep: usize, probe: Option<Duration>| -> anyhow::Result<Read> {
+        let mut last_progress = Instant::now();
         let mut kept = std::collections::VecDeque::new();
         let mut count = 0;
         while count < limit {
+            if let Some(probe) = probe.filter(|_| count == 0) {
+                if last_progress.elapsed() >= probe {
+                    break;
+                }
+            }
             anyhow::ensure!(
-                Instant::now() < deadline,
-                "reading {topic} partition {partition} took more than {}s",
+                last_progress.elapsed() < PARTITION_TIMEOUT,
+                "reading {topic} partition {partition}: no record came for {}s",
                 PARTITION_TIMEOUT.as_secs()
             );
             match consumer.poll(Duration::from_millis(100)) {
@@ -192,10 +215,15 @@ fn sample_partition(
                         kept.pop_front();
                     }
                     count += 1;
+                    last_progress = Instant::now();
                 }
                 Some(Ok(_)) => {}
                 Some(Err(KafkaError::PartitionEOF(p))) if p == partition => {
-                    return Ok((kept.into(), true))
+                    return Ok(Read {
+                        kept: kept.into(),
+                        at_end: true,
+                        count,
+                    })
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
@@ -203,16 +231,21 @@ fn sample_partition(
                 }
             }
         }
-        Ok((kept.into(), false))
+        Ok(Read {
+            kept: kept.into(),
+            at_end: false,
+            count,
+        })
     };
-    let mut evaluate = |records: Vec<Owned>| {
-        for (origin, key, value) in records {
+    let mut evaluate = |read: Read| {
+        for (origin, key, value) in read.kept {
             record(origin, key.as_deref(), value.as_deref());
         }
     };
     assign(Offset::Beginning)?;
-    let (first, at_end) = read(n, n)?;
-    let next = first.last().map(|(o, _, _)| o.offset + 1);
+    let first = read(n, n, None)?;
+    let next = first.kept.last().map(|(o, _, _)| o.offset + 1);
+    let at_end = first.at_end;
     evaluate(first);
     let Some(next) = next.filter(|_| !at_end) else {
         return Ok(());
@@ -221,11 +254,19 @@ fn sample_partition(
     let end = cached_watermarks(consumer, topic, partition).map_or(next, |(_, high)| high);
     let tail = (end - n as i64).max(next);
     tracing::debug!(%topic, partition, next, end, tail, "sampling the end of the partition");
+    // Records produced meanwhile may follow: stop after at most n more than the end seen.
+    let limit = |from: i64| (end - from).max(0) as usize + n;
     if tail - next > READ_ON_LIMIT {
         assign(Offset::Offset(tail))?;
+        let last = read(limit(tail), n, Some(SEEK_PROBE))?;
+        if last.count > 0 {
+            evaluate(last);
+            return Ok(());
+        }
+        tracing::debug!(%topic, partition, offset = tail, "a fetch inside a record batch returned nothing: reading on to the end instead");
+        assign(Offset::Offset(next))?;
     }
-    // Records produced meanwhile may follow: stop after at most n more than the end seen.
-    let (last, _) = read((tail - next) as usize + 2 * n, n)?;
+    let last = read(limit(next), n, None)?;
     evaluate(last);
     Ok(())
 }

@@ -185,6 +185,7 @@ impl JobReport {
 /// Runs the job on this process's workers until it stops, and reports.
 pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobReport> {
     let start = Instant::now();
+    options.kafka.wait_for_brokers()?;
     let first_process = timely_process_index(&timely) == 0;
     if first_process {
         create_outputs(&options)?;
@@ -735,8 +736,11 @@ fn positions<'a>(readers: impl Iterator<Item = &'a TopicReader>) -> Vec<SourcePo
         .collect()
 }
 
-/// Creates missing output topics with as many partitions as the root source has. A broker that
-/// refuses (no permission, no admin API) is logged: the producer then reports its own error.
+/// Creates missing output topics with as many partitions as the root source has, and the
+/// dead-letter topic: one metadata request to see which exist, one admin request per partition
+/// count for those that do not (a hundred products start in one round trip, not a hundred). A
+/// broker that refuses (no permission, no admin API) is logged: the producer then reports its
+/// own error.
 fn create_outputs(options: &JobOptions) -> anyhow::Result<()> {
     let topics: Vec<&str> = options
         .plan
@@ -747,37 +751,28 @@ fn create_outputs(options: &JobOptions) -> anyhow::Result<()> {
     let counts = options
         .kafka
         .partition_counts(&topics, options.topic_wait)?;
+    let existing: std::collections::HashSet<String> =
+        options.kafka.topic_names()?.into_iter().collect();
+    let mut missing: BTreeMap<i32, Vec<&str>> = BTreeMap::new();
     for product in &options.plan.products {
-        if options
-            .kafka
-            .partition_counts(&[&product.output_topic], Duration::ZERO)
-            .is_ok()
-        {
-            continue;
-        }
-        let partitions = counts[product.root.source];
-        match crate::kafka::admin::ensure_topics(
-            &options.kafka,
-            &[&product.output_topic],
-            partitions,
-        ) {
-            Ok(()) => {
-                tracing::info!(topic = %product.output_topic, partitions, "created the output topic")
-            }
-            Err(e) => {
-                tracing::warn!(topic = %product.output_topic, error = %e, "could not create the output topic; it must exist or be auto-created")
-            }
+        if !existing.contains(&product.output_topic) {
+            missing
+                .entry(counts[product.root.source])
+                .or_default()
+                .push(&product.output_topic);
         }
     }
-    if options.on_error == ErrorPolicy::Dlq
-        && options
-            .kafka
-            .partition_counts(&[&options.dlq_topic], Duration::ZERO)
-            .is_err()
-    {
-        if let Err(e) = crate::kafka::admin::ensure_topics(&options.kafka, &[&options.dlq_topic], 1)
-        {
-            tracing::warn!(topic = %options.dlq_topic, error = %e, "could not create the dead-letter topic; it must exist or be auto-created");
+    if options.on_error == ErrorPolicy::Dlq && !existing.contains(&options.dlq_topic) {
+        missing.entry(1).or_default().push(&options.dlq_topic);
+    }
+    for (partitions, topics) in missing {
+        match crate::kafka::admin::ensure_topics(&options.kafka, &topics, partitions) {
+            Ok(()) => {
+                tracing::info!(?topics, partitions, "created the output topics")
+            }
+            Err(e) => {
+                tracing::warn!(?topics, error = %e, "could not create the output topics; they must exist or be auto-created")
+            }
         }
     }
     Ok(())

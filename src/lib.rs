@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod check;
 pub mod dataflow;
+pub mod dataflow2;
 pub mod decode;
 pub mod demo;
 pub mod explain;
@@ -15,6 +16,7 @@ pub mod latency;
 pub mod metrics;
 pub mod plan;
 pub mod progress;
+pub mod row;
 pub mod spec;
 pub mod suggest;
 pub mod temporal;

@@ -138,6 +138,16 @@ struct KafkaArgs {
     /// variables DENORM_KAFKA_<NAME> are settings too; secrets are never logged.
     #[arg(short = 'X', value_name = "KEY=VALUE", help_heading = "Kafka")]
     settings: Vec<String>,
+    /// Seconds to wait at start for a broker to answer before exiting with an error (once
+    /// running, a broker outage is waited out instead).
+    #[arg(
+        long,
+        env = "DENORM_STARTUP_TIMEOUT",
+        default_value_t = denorm::kafka::client::DEFAULT_STARTUP_TIMEOUT.as_secs_f64(),
+        value_name = "SECONDS",
+        help_heading = "Kafka"
+    )]
+    startup_timeout: f64,
 }
 
 /// How the consumers fetch.
@@ -159,11 +169,18 @@ impl KafkaArgs {
     fn options(&self, reading: Option<&ReadingArgs>) -> anyhow::Result<KafkaOptions> {
         let mut options = KafkaOptions::new(&self.brokers);
         options.properties = KafkaOptions::parse_properties(&self.settings)?;
+        options.startup_timeout = seconds(self.startup_timeout, "--startup-timeout")?;
         if let Some(reading) = reading {
             options.fetch_wait_ms = reading.fetch_wait_ms;
         }
         Ok(options.with_environment())
     }
+}
+
+/// A duration given in seconds on the command line.
+fn seconds(value: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("{flag} must be a number of seconds ≥ 0, not {value}"))
 }
 
 #[derive(Args)]
@@ -322,6 +339,15 @@ struct CheckArgs {
     /// Records sampled from the start, and as many from the end, of each partition.
     #[arg(long, default_value_t = 5, value_name = "N", help_heading = "Kafka")]
     sample: usize,
+    /// Seconds to wait for a broker to answer before exiting with an error.
+    #[arg(
+        long,
+        env = "DENORM_STARTUP_TIMEOUT",
+        default_value_t = denorm::kafka::client::DEFAULT_STARTUP_TIMEOUT.as_secs_f64(),
+        value_name = "SECONDS",
+        help_heading = "Kafka"
+    )]
+    startup_timeout: f64,
 }
 
 #[derive(Args)]
@@ -382,6 +408,7 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs())
         .with_writer(denorm::progress::LogWriter);
     if cli.log_json || cli.log_format == LogFormat::Json {
         builder.json().init();
@@ -389,6 +416,14 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         builder.init();
     }
     Ok(())
+}
+
+/// Whether log lines may carry colour codes: only when stderr is a terminal, and not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org). Log files, pipes, service
+/// managers and container logs get plain text.
+fn colour_logs() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A process of a multi-process job that loses another one cannot go on (timely needs all of
@@ -477,6 +512,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let mut settings =
                 denorm_verify::Settings::from_command_line(&kafka.brokers, &kafka.settings)?;
             settings.fetch_wait_ms = reading.fetch_wait_ms;
+            settings.startup_timeout = seconds(kafka.startup_timeout, "--startup-timeout")?;
             let run = denorm_verify::verify_files(&files, &settings)?;
             print!("{}", run.report(allow_undecodable));
             Ok(if run.ok(allow_undecodable) {
@@ -584,7 +620,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let mut kafka = KafkaOptions::new(brokers);
     kafka.properties = KafkaOptions::parse_properties(&args.settings)?;
-    let report = denorm::check::check_topics(&kafka.with_environment(), &plan, args.sample.max(1))?;
+    kafka.startup_timeout = seconds(args.startup_timeout, "--startup-timeout")?;
+    let kafka = kafka.with_environment();
+    kafka.wait_for_brokers()?;
+    let report = denorm::check::check_topics(&kafka, &plan, args.sample.max(1))?;
     print!("{report}");
     Ok(if report.ok() {
         ExitCode::SUCCESS
@@ -596,6 +635,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
     let plan = plan::load(&args.file)?;
     let kafka = args.kafka.options(None)?;
+    kafka.wait_for_brokers()?;
     let topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
     denorm::kafka::admin::ensure_topics(&kafka, &topics, args.partitions)?;
     let mut producer = denorm::kafka::admin::RecordProducer::new(&kafka)?;

@@ -534,6 +534,158 @@ fn check_with_brokers_samples_the_topics() {
     );
 }
 
+/// `check` samples the end of a partition written in large record batches. Such a partition's
+/// last records lie inside a batch, and the test broker returns nothing for a fetch that starts
+/// there (it took `check` 20 s and then failed); `check` now reads on. The record that makes
+/// the check fail is the very last one, so the test fails unless the end was sampled.
+#[test]
+fn check_samples_the_end_of_a_partition_written_in_large_batches() {
+    let prefix = common::unique("checkbatches");
+    let (users, orders) = (format!("{prefix}.users"), format!("{prefix}.orders"));
+    let kafka = common::kafka();
+    denorm::kafka::admin::ensure_topics(&kafka, &[&users], 2).unwrap();
+    denorm::kafka::admin::ensure_topics(&kafka, &[&orders], 1).unwrap();
+    // librdkafka's usual batching for a bulk load.
+    let mut batching = kafka.clone();
+    batching.properties = vec![
+        ("linger.ms".into(), "20".into()),
+        ("batch.num.messages".into(), "10000".into()),
+        ("batch.size".into(), "16000000".into()),
+    ];
+    let mut producer = denorm::kafka::admin::RecordProducer::new(&batching).unwrap();
+    let record = |key: serde_json::Value, row: serde_json::Value| {
+        (
+            key.to_string(),
+            serde_json::json!({"before": null, "after": row, "op": "c", "source": {}}).to_string(),
+        )
+    };
+    let (key, value) = record(
+        serde_json::json!({"id": 1}),
+        serde_json::json!({"id": 1, "name": "u"}),
+    );
+    producer.send(&users, Some(&key), Some(&value)).unwrap();
+    const ORDERS: i64 = 120_000;
+    for i in 0..ORDERS {
+        let total = if i == ORDERS - 1 {
+            "not a number"
+        } else {
+            "1.50"
+        };
+        let (key, value) = record(
+            serde_json::json!({"id": i}),
+            serde_json::json!({"id": i, "user_id": 1, "total": total}),
+        );
+        producer.send(&orders, Some(&key), Some(&value)).unwrap();
+    }
+    producer.flush().unwrap();
+
+    let (ok, text) = check_topics(&users, &orders, true);
+    assert!(!ok, "the last record's total is not a decimal:\n{text}");
+    assert!(
+        text.contains(&format!("FAIL {orders} (source `orders`)"))
+            && text.contains(&format!(
+                "at topic {orders} partition 0 offset {}",
+                ORDERS - 1
+            )),
+        "the problem names the partition's last record:\n{text}"
+    );
+}
+
+/// Log lines carry colour codes only on a terminal, and not when NO_COLOR is set: a log file, a
+/// pipe or a container log gets plain text. (`script` runs the command on a pseudo-terminal.)
+#[test]
+fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+    let text = check_logs(&["--log-level", "debug"], &[]);
+    assert!(text.contains("denorm starting"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in logs written to a pipe:\n{text:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("product.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let on_terminal = |no_color: Option<&str>| {
+        let line = format!(
+            "{} --log-level debug check {}",
+            env!("CARGO_BIN_EXE_denorm"),
+            path.display()
+        );
+        let mut command = std::process::Command::new("script");
+        command
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("RUST_LOG")
+            .env_remove("DENORM_LOG")
+            .env_remove("DENORM_LOG_FORMAT")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let out = command.output().expect("run script(1)");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(
+        coloured.contains("denorm starting") && coloured.contains("\x1b["),
+        "{coloured:?}"
+    );
+    let plain = on_terminal(Some("1"));
+    assert!(
+        plain.contains("denorm starting") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    // An empty NO_COLOR does not count (no-color.org).
+    assert!(on_terminal(Some("")).contains("\x1b["));
+}
+
+/// With no broker reachable, `run` gives up after `--startup-timeout` with the brokers it tried
+/// and the client's last error (it waited for ever, or blamed a missing topic), and the client's
+/// own complaints while it waits are warnings, each once per 10 s (librdkafka logged
+/// `FAIL … Connection refused` at ERROR about once a second).
+#[test]
+fn run_without_a_reachable_broker_gives_up_at_start_without_flooding_the_log() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let brokers = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("product.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let out = denorm()
+        .args(["run", path.to_str().unwrap(), "--brokers", &brokers])
+        .args(["--startup-timeout", "12", "--exit-when-caught-up"])
+        .env_remove("RUST_LOG")
+        .env_remove("DENORM_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "error: no broker of {brokers} answered within 12s"
+        )) && text.contains("Connection refused")
+            && text.contains("--startup-timeout"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ERROR"),
+        "client complaints are warnings:\n{text}"
+    );
+    // Each of the two kinds (librdkafka's FAIL line, its error callback) at most twice in 12 s.
+    let refused = text
+        .lines()
+        .filter(|l| l.contains("Connection refused"))
+        .count();
+    assert!(
+        (1..=5).contains(&refused),
+        "{refused} lines about the refused connection:\n{text}"
+    );
+}
+
 #[test]
 fn check_reports_a_wrong_type_and_a_primary_key_unlike_the_record_key() {
     let prefix = common::unique("checktypes");

@@ -189,29 +189,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes topics; one that does not exist is no error.
-pub fn drop_topics(kafka: &KafkaOptions, topics: &[String]) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::types::RDKafkaErrorCode;
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create a Kafka admin client for {}: {e}",
-            kafka.brokers
-        )
-    })?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
-    let results = futures::executor::block_on(admin.delete_topics(&names, &options))
-        .map_err(|e| anyhow::anyhow!("deleting topics {names:?} failed: {e}"))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-            Err((topic, code)) => anyhow::bail!("cannot delete topic {topic}: {code}"),
-        }
-    }
-    Ok(())
-}
+pub use crate::kafka::admin::drop_topics;
 
 /// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`), where there is one (Linux).
 pub fn proc_status_bytes(field: &str) -> Option<u64> {

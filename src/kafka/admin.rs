@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use std::sync::Arc;
+
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 
 use rdkafka::producer::{Producer, ThreadedProducer};
 
@@ -17,12 +17,7 @@ use super::client::KafkaOptions;
 
 /// Creates the topics that do not exist yet, each with `partitions` partitions.
 pub fn ensure_topics(kafka: &KafkaOptions, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create a Kafka admin client for {}: {e}",
-            kafka.brokers
-        )
-    })?;
+    let admin = kafka.admin()?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
@@ -34,6 +29,22 @@ pub fn ensure_topics(kafka: &KafkaOptions, topics: &[&str], partitions: i32) -> 
         match result {
             Ok(_) | Err((_, Code::TopicAlreadyExists)) => {}
             Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes topics; one that does not exist is no error.
+pub fn drop_topics(kafka: &KafkaOptions, topics: &[String]) -> anyhow::Result<()> {
+    let admin = kafka.admin()?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures::executor::block_on(admin.delete_topics(&names, &options))
+        .map_err(|e| anyhow::anyhow!("deleting topics {names:?} failed: {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, Code::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot delete topic {topic}: {code}"),
         }
     }
     Ok(())

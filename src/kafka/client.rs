@@ -4,14 +4,18 @@
 
 use std::time::Duration;
 
+use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientConfig;
 
-/// Routes librdkafka's errors to `tracing`, leaving out partition-EOF notices (the readers use
-/// them to know they reached the end; they are not errors), and remembers an authentication
-/// failure so that start-up can stop with it instead of waiting for topics it will never see.
+/// Routes librdkafka's errors and log lines to `tracing` through [`log_client_error`] and
+/// [`log_client_line`] (warnings, each repeated message once per 10 s), leaving out
+/// partition-EOF notices (the readers use them to know they reached the end; they are not
+/// errors), and remembers an authentication failure so that start-up can stop with it instead
+/// of waiting for topics it will never see.
 #[derive(Default)]
 pub struct QuietContext {
     authentication: std::sync::Mutex<Option<String>>,
@@ -28,6 +32,10 @@ impl QuietContext {
 }
 
 impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        log_client_line(level, facility, line);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if is_authentication(&error) {
             *self
@@ -39,27 +47,70 @@ impl ClientContext for QuietContext {
     }
 }
 
+/// How often one repeated client message is logged.
+const REPEAT_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts a message under `key`; whether to log it now (the first time, then once per
+/// [`REPEAT_EVERY`]), and how many times it came since it was last logged. A broker down for
+/// minutes makes librdkafka repeat the same lines every second per connection.
+fn rate_limited(key: String) -> Option<u64> {
+    type Seen = std::collections::HashMap<String, (std::time::Instant, u64)>;
+    static LAST: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = last
+        .get_or_insert_with(Default::default)
+        .entry(key)
+        .or_insert((std::time::Instant::now() - 2 * REPEAT_EVERY, 0));
+    seen.1 += 1;
+    if seen.0.elapsed() < REPEAT_EVERY {
+        return None;
+    }
+    let times = seen.1;
+    *seen = (std::time::Instant::now(), 0);
+    Some(times)
+}
+
 /// Logs a librdkafka client error (a broker down, a connection refused: the client reconnects
-/// and retries by itself), except partition-EOF notices.
+/// and retries by itself) as a warning, each error once per 10 s, except partition-EOF notices.
 pub fn log_client_error(error: KafkaError, reason: &str) {
     let eof = matches!(error, KafkaError::PartitionEOF(_))
         || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
     if eof {
         return;
     }
-    // The same error over and over (a broker down for minutes): once per 10 seconds.
-    static LAST: std::sync::Mutex<
-        Option<std::collections::HashMap<String, (std::time::Instant, u64)>>,
-    > = std::sync::Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    let seen = last
-        .get_or_insert_with(Default::default)
-        .entry(error.to_string())
-        .or_insert((std::time::Instant::now() - Duration::from_secs(3600), 0));
-    seen.1 += 1;
-    if seen.0.elapsed() >= Duration::from_secs(10) {
-        tracing::warn!(target: "librdkafka", %error, reason, times = seen.1, "Kafka client error (the client reconnects and retries)");
-        *seen = (std::time::Instant::now(), 0);
+    if let Some(times) = rate_limited(error.to_string()) {
+        tracing::warn!(target: "librdkafka", %error, reason, times, "Kafka client error (the client reconnects and retries)");
+    }
+}
+
+/// Logs one of librdkafka's own log lines. Its errors (`FAIL … Connection refused` and the
+/// like, about connections it retries by itself) become warnings, its critical lines errors,
+/// and each line is logged once per 10 s: lines of one facility that differ only in their
+/// numbers (ports, counts, milliseconds) count as the same. Debug lines (`-X debug=…`) all
+/// pass, at debug level.
+pub fn log_client_line(level: RDKafkaLogLevel, facility: &str, line: &str) {
+    if matches!(level, RDKafkaLogLevel::Debug) {
+        tracing::debug!(target: "librdkafka", facility, "{line}");
+        return;
+    }
+    let key: String = std::iter::once(facility)
+        .chain(std::iter::once(" "))
+        .flat_map(str::chars)
+        .chain(line.chars().filter(|c| !c.is_ascii_digit()))
+        .collect();
+    let Some(times) = rate_limited(key) else {
+        return;
+    };
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            tracing::error!(target: "librdkafka", facility, times, "{line}")
+        }
+        RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", facility, times, "{line}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+            tracing::info!(target: "librdkafka", facility, times, "{line}")
+        }
     }
 }
 
@@ -69,7 +120,7 @@ impl ConsumerContext for QuietContext {}
 pub type Reader = BaseConsumer<QuietContext>;
 
 /// How to reach the brokers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KafkaOptions {
     pub brokers: String,
     /// librdkafka settings, applied after denorm's defaults (so they can override them).
@@ -77,9 +128,16 @@ pub struct KafkaOptions {
     /// `fetch.wait.max.ms`: how long a fetch may wait for data. Low keeps latency low (and some
     /// brokers hold every fetch this long even when data is there).
     pub fetch_wait_ms: u32,
+    /// How long start-up waits for a broker to answer before it gives up
+    /// ([`KafkaOptions::wait_for_brokers`]).
+    pub startup_timeout: Duration,
 }
 
 const ENV_PREFIX: &str = "DENORM_KAFKA_";
+
+/// How long start-up waits for a broker by default (Kafka clients commonly give up after about
+/// a minute).
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl KafkaOptions {
     pub fn new(brokers: &str) -> Self {
@@ -87,6 +145,7 @@ impl KafkaOptions {
             brokers: brokers.to_owned(),
             properties: Vec::new(),
             fetch_wait_ms: 10,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
         }
     }
 
@@ -172,6 +231,58 @@ impl KafkaOptions {
             .map_err(|e| {
                 anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", self.brokers)
             })
+    }
+
+    /// An admin client whose log lines and errors go through [`QuietContext`].
+    pub fn admin(&self) -> anyhow::Result<AdminClient<QuietContext>> {
+        self.client_config()
+            .create_with_context(QuietContext::default())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create a Kafka admin client for {}: {e}",
+                    self.brokers
+                )
+            })
+    }
+
+    /// Waits until a broker answers a metadata request, for at most `startup_timeout`. Fails
+    /// then with the brokers tried and the client's last error, or at once when the brokers
+    /// refuse our credentials. Only start-up is bounded so: once running, readers and writers
+    /// wait through a broker outage and reconnect.
+    pub fn wait_for_brokers(&self) -> anyhow::Result<()> {
+        let consumer = self.consumer("metadata")?;
+        let deadline = std::time::Instant::now() + self.startup_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let error = match consumer.fetch_metadata(
+                None,
+                left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            ) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            // Serves the client's error events, so that a refusal of our credentials is seen.
+            let _ = consumer.poll(Duration::ZERO);
+            let refused = if is_authentication(&error) {
+                Some(error.to_string())
+            } else {
+                consumer.context().authentication_failure()
+            };
+            if let Some(refused) = refused {
+                anyhow::bail!(
+                    "the brokers {} refused to authenticate the client: {refused} (check security.protocol and the sasl.* and ssl.* settings)",
+                    self.brokers
+                );
+            }
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "no broker of {} answered within {}s (the Kafka client's last error: {error}); check --brokers, the network and the security settings, or wait longer with --startup-timeout",
+                    self.brokers,
+                    self.startup_timeout.as_secs_f64()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// The names of every topic the brokers have (one metadata request).

@@ -214,6 +214,10 @@ impl TrackingContext {
 }
 
 impl ClientContext for TrackingContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, line: &str) {
+        super::client::log_client_line(level, facility, line);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         super::client::log_client_error(error, reason);
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -30,6 +30,8 @@ pub struct Settings {
     pub properties: Vec<(String, String)>,
     /// `fetch.wait.max.ms`.
     pub fetch_wait_ms: u32,
+    /// How long to wait at start for a broker to answer.
+    pub startup_timeout: Duration,
 }
 
 const ENV_PREFIX: &str = "DENORM_KAFKA_";
@@ -41,6 +43,7 @@ impl Settings {
             brokers: brokers.to_owned(),
             properties: Vec::new(),
             fetch_wait_ms: 10,
+            startup_timeout: Duration::from_secs(60),
         }
     }
 
@@ -107,6 +110,41 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {}
+
+/// Waits until a broker answers a metadata request, for at most the settings' startup timeout;
+/// fails then with the brokers and the client's last error, or at once when the brokers refuse
+/// the client's credentials.
+pub fn wait_for_brokers(settings: &Settings) -> anyhow::Result<()> {
+    let consumer = settings.consumer()?;
+    let deadline = Instant::now() + settings.startup_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = left.clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let error = match consumer.fetch_metadata(None, wait) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+        ) {
+            bail!(
+                "the brokers {} refused to authenticate the client: {error}",
+                settings.brokers
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "no broker of {} answered within {}s ({error}){}; check --brokers, the network and the \
+                 security settings, or wait longer with --startup-timeout",
+                settings.brokers,
+                settings.startup_timeout.as_secs_f64(),
+                consumer.context().last_error()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 /// The number of partitions of `topic`, waiting a little for a topic being created.
 fn partitions(

@@ -188,6 +188,7 @@ pub fn verify_files(paths: &[PathBuf], settings: &Settings) -> anyhow::Result<Ru
         .iter()
         .map(|path| read_product(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    kafka::wait_for_brokers(settings)?;
     let mut replays: Vec<eval::Replay> = products.iter().map(eval::Replay::new).collect();
     let mut topics: Vec<&str> = products
         .iter()

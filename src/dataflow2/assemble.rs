@@ -1,0 +1,189 @@
+//! Builds one document from its parts: every row the dataflow found for it (the root row, the
+//! rows of each relation under it, each hung off its parent row by id) becomes an item, the items
+//! of a relation under one parent become its list (ordered by `order_by`, then by the whole
+//! item) or its single value, and the root item is rendered as JSON.
+//!
+//! The semantics are the product file's: a relation with no matching rows is `[]` (many) or
+//! `null` (one); a `through` row stands for the item of its target and is dropped when the target
+//! is missing; duplicates are kept.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::tree::{NodeId, Tree};
+use crate::plan::{Node, NodeOutput, OutField};
+use crate::row::Row;
+use crate::spec::Cardinality;
+use crate::value::{write_json, write_scalar, Value};
+
+/// Which document a part belongs to: the hash that routes it to the worker writing the
+/// document (the hash of its rendered key), and the id of its root row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DocId {
+    pub route: u64,
+    pub root: u128,
+}
+
+/// One row found for a document: of which node, its id, and the id of its parent row (its own
+/// id at the root).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Part {
+    pub doc: DocId,
+    pub node: u16,
+    pub id: u128,
+    pub parent: u128,
+    pub row: Row,
+}
+
+/// The id of a row found under a parent row: from the parent's id, the node, and the row's
+/// primary key. 128 bits, so that two rows of one document never share one.
+pub fn child_id(parent: u128, node: NodeId, key: &[u8]) -> u128 {
+    let mut bytes = Vec::with_capacity(18 + key.len());
+    bytes.extend_from_slice(&parent.to_le_bytes());
+    bytes.extend_from_slice(&(node as u16).to_le_bytes());
+    bytes.extend_from_slice(key);
+    xxhash_rust::xxh3::xxh3_128(&bytes)
+}
+
+/// The id of a document's root row, from its primary key.
+pub fn root_id(key: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key)
+}
+
+/// The rendered key of a document (a JSON object of the root's primary key columns).
+pub fn render_key(key_names: &[String], key: &[Value]) -> String {
+    let mut out = String::from("{");
+    for (i, (name, value)) in key_names.iter().zip(key).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(name).expect("strings serialize"));
+        out.push(':');
+        write_scalar(value, &mut out);
+    }
+    out.push('}');
+    out
+}
+
+/// The hash that routes a document (and what the output topic holds for its key) to a worker.
+pub fn key_route(key: &str) -> u64 {
+    crate::row::hash(key.as_bytes())
+}
+
+/// A document built: its rendered key and JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub key: String,
+    pub json: String,
+}
+
+/// A document's parts (in any order) made into the document; `None` when they hold no root
+/// row. A part whose parent is missing is left out.
+pub fn assemble(tree: &Tree, parts: &[Part]) -> Option<Document> {
+    let root = parts.iter().find(|p| p.node == 0)?;
+    let mut children: HashMap<(u128, u16), Vec<&Part>> = HashMap::new();
+    for part in parts.iter().filter(|p| p.node != 0) {
+        children
+            .entry((part.parent, part.node))
+            .or_default()
+            .push(part);
+    }
+    let root_values: Vec<Value> = root.row.as_ref().datums().map(|d| d.to_value()).collect();
+    let key: Vec<Value> = tree.nodes[0]
+        .key
+        .iter()
+        .map(|&k| root_values.get(k).cloned().unwrap_or(Value::Null))
+        .collect();
+    let item = build(tree, 0, root, root_values, &children)?;
+    let mut json = String::new();
+    write_json(&item, &tree.shape, &mut json);
+    Some(Document {
+        key: render_key(&tree.key_names, &key),
+        json,
+    })
+}
+
+/// The item of `part`, a row of `node`, with the values of its relations.
+fn build(
+    tree: &Tree,
+    node: NodeId,
+    part: &Part,
+    values: Vec<Value>,
+    children: &HashMap<(u128, u16), Vec<&Part>>,
+) -> Option<Value> {
+    let tree_node = &tree.nodes[node];
+    let slots: Vec<Option<Value>> = tree_node
+        .children
+        .iter()
+        .map(|&child| {
+            let rows = children.get(&(part.id, child as u16))?;
+            let mut items: Vec<Value> = rows
+                .iter()
+                .filter_map(|p| {
+                    let values = p.row.as_ref().datums().map(|d| d.to_value()).collect();
+                    build(tree, child, p, values, children)
+                })
+                .collect();
+            (!items.is_empty()).then(|| aggregate(&tree.nodes[child].node, &mut items))
+        })
+        .collect();
+    build_item(&tree_node.node, &values, &slots)
+}
+
+/// A node's item for one row, given the values of its relations (`None`: nothing matched).
+/// `None` when the node passes through a child that is missing.
+pub fn build_item(node: &Node, row: &[Value], children: &[Option<Value>]) -> Option<Value> {
+    let column = |c: usize| row.get(c).cloned().unwrap_or(Value::Null);
+    match &node.output {
+        NodeOutput::Scalar(c) => Some(column(*c)),
+        NodeOutput::Through => children.first().cloned().flatten(),
+        NodeOutput::Object(fields) => Some(Value::Doc(
+            fields
+                .iter()
+                .map(|field| match field {
+                    OutField::Column { column: c, .. } => column(*c),
+                    OutField::Child { child, .. } => children[*child]
+                        .clone()
+                        .unwrap_or_else(|| empty_slot(&node.children[*child])),
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        )),
+    }
+}
+
+/// What a parent holds for a relation with no matching child: `[]` or `null`.
+pub fn empty_slot(child: &Node) -> Value {
+    match child.cardinality {
+        Cardinality::Many => Value::Doc(Vec::new().into()),
+        Cardinality::One => Value::Null,
+    }
+}
+
+/// The value of a relation under one parent: its items ordered by the whole item, then (a
+/// stable sort, so the item breaks ties) by the `order_by` fields, each in its direction; the
+/// list of them, or the first.
+pub fn aggregate(node: &Node, items: &mut [Value]) -> Value {
+    items.sort();
+    if !node.order_by.is_empty() {
+        items.sort_by(|a, b| compare_by_order(node, a, b));
+    }
+    match node.cardinality {
+        Cardinality::Many => Value::Doc(items.to_vec().into()),
+        Cardinality::One => items.first().cloned().unwrap_or(Value::Null),
+    }
+}
+
+/// Compares two items by the node's `order_by` fields, each in its direction (equal when the
+/// items are not objects).
+fn compare_by_order(node: &Node, a: &Value, b: &Value) -> std::cmp::Ordering {
+    let (Value::Doc(a), Value::Doc(b)) = (a, b) else {
+        return std::cmp::Ordering::Equal;
+    };
+    node.order_by
+        .iter()
+        .map(|key| key.compare(&a[key.field], &b[key.field]))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+}

@@ -1,0 +1,89 @@
+//! One product's dataflow, wired from its tree: which roots are dirty ([`propagate`]), the
+//! driver that starts their documents ([`drive`]), a finding stage per nested node ([`find`])
+//! whose parts and wants fan out by port, and the sink that builds and writes the documents
+//! ([`sink`]). It reads the sources' rows and indexes through [`Arrangements`]; it keeps no state
+//! of its own but the sink's hashes and what is in flight.
+
+use std::rc::Rc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::Partition;
+use timely::dataflow::operators::{Concat, Concatenate, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle, Scope};
+
+use super::drive::{drive, Control, DriverInput};
+use super::find::{find, Found, Want};
+use super::propagate::{propagate, Arrangements};
+use super::sink::{sink, Held};
+use super::tree::{Finder, Tree};
+use super::Time;
+use crate::dataflow::sink::{Control as SinkControl, Failure, SharedWriter};
+
+/// The job's messages to a product's drivers.
+pub type ControlInput = InputHandle<Time, CapacityContainerBuilder<Vec<Control>>>;
+/// What the output topic held, to a product's sinks.
+pub type HeldInput = InputHandle<Time, CapacityContainerBuilder<Vec<Held>>>;
+
+/// The handles a product's dataflow is driven and watched with.
+pub struct ProductDataflow {
+    pub control: ControlInput,
+    pub held: HeldInput,
+    /// Passes a time once the documents started at it are written.
+    pub written: ProbeHandle<Time>,
+}
+
+/// Builds `tree`'s product in `scope`, writing to `writer`.
+pub fn build<'s>(
+    scope: Scope<'s, Time>,
+    tree: Rc<Tree>,
+    arrangements: &mut impl Arrangements<'s>,
+    writer: SharedWriter,
+    failure: Failure,
+    sink_control: SinkControl,
+) -> ProductDataflow {
+    let mut control = ControlInput::new();
+    let mut held = HeldInput::new();
+    let control_stream = control.to_stream(scope);
+    let held_stream = held.to_stream(scope);
+    let dirty = propagate(&tree, &control_stream, arrangements);
+    let driver_input = control_stream
+        .map(DriverInput::Control)
+        .concat(dirty.map(DriverInput::Dirty));
+    let written = ProbeHandle::new();
+    let root_rows = arrangements.rows(tree.root().node.source);
+    let started = drive(tree.clone(), driver_input, root_rows, written.clone());
+    // Each node's found rows: its parts go to the sink, its wants to its children's stages.
+    let mut to_sink = Vec::new();
+    let mut stages = vec![(0, started)];
+    while let Some((node, found)) = stages.pop() {
+        let children = tree.nodes[node].children.clone();
+        let ports_tree = tree.clone();
+        let mut ports = found
+            .partition(1 + children.len() as u64, move |f: Found| {
+                (f.port(&ports_tree), f)
+            })
+            .into_iter();
+        to_sink.push(ports.next().expect("the sink's port"));
+        for (child, wants) in children.into_iter().zip(ports) {
+            let wants = wants.flat_map(|f| match f {
+                Found::Want(want) => Some::<Want>(want),
+                _ => None,
+            });
+            let tree_node = &tree.nodes[child];
+            let rows = arrangements.rows(tree_node.node.source);
+            let index = match tree_node.find.as_ref().expect("nested nodes have links") {
+                Finder::ByKey(_) => None,
+                Finder::ByIndex(index) => Some(arrangements.index(index)),
+            };
+            stages.push((child, find(tree.clone(), child, wants, rows, index)));
+        }
+    }
+    let parts = scope.concatenate(to_sink);
+    sink(tree, parts, held_stream, writer, failure, sink_control).probe_with(&written);
+    ProductDataflow {
+        control,
+        held,
+        written,
+    }
+}

@@ -1,0 +1,219 @@
+//! Which documents a change may have changed: from each changed row of a node's source (its old
+//! and its new version), up its links to the roots above it. A row of a nested node changes the
+//! documents of the parent rows whose link columns equal its own (found through the parent
+//! source's index on them, or by primary key), and so on up to the root; a root row changes its
+//! own document. Only hashes travel, so a collision may name a root that did not change (the
+//! sink writes nothing for it); no changed root is missed.
+//!
+//! Changes are followed only after the product's release: until then the hydration builds every
+//! document anyway, so the rows read while catching up are not followed at all.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use differential_dataflow::trace::{Cursor, Navigable};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Capability, Concatenate};
+use timely::dataflow::Stream;
+use timely::progress::Antichain;
+
+use super::drive::{Control, Dirty};
+use super::index::{columns_hash, Index};
+use super::lookup::lookup;
+use super::rows::Rows;
+use super::tree::{Finder, NodeId, Tree};
+use super::Time;
+use crate::row::{Row, RowRef};
+
+/// The arrangements propagation reads: each source's rows, and indexes.
+pub trait Arrangements<'s> {
+    fn rows(&mut self, source: crate::plan::SourceId) -> Rows<'s>;
+    fn index(&mut self, index: &crate::plan::KeyedArrangement) -> Index<'s>;
+}
+
+/// The dirty roots of `tree`'s product: of every node, the roots above its changed rows.
+pub fn propagate<'s>(
+    tree: &Rc<Tree>,
+    control: &Stream<'s, Time, Vec<Control>>,
+    arrangements: &mut impl Arrangements<'s>,
+) -> Stream<'s, Time, Vec<Dirty>> {
+    let scope = control.scope();
+    let mut dirty = Vec::new();
+    for node in 0..tree.nodes.len() {
+        let tree_node = &tree.nodes[node];
+        let rows = arrangements.rows(tree_node.node.source);
+        let name = format!("Changed({})", tree_node.node.path);
+        if node == 0 {
+            let key = tree_node.key.clone();
+            dirty.push(changes(
+                rows,
+                control.clone(),
+                &name,
+                move |hash, row, out| {
+                    let mut bytes = Vec::new();
+                    let key = row.project(&key, &mut bytes).then(|| Row::from(bytes));
+                    out.push(Dirty { hash, key });
+                },
+            ));
+            continue;
+        }
+        let columns = tree_node
+            .link
+            .as_ref()
+            .expect("nested nodes have links")
+            .child_columns
+            .clone();
+        let mut scratch = Vec::new();
+        let links = changes(rows, control.clone(), &name, move |_hash, row, out| {
+            if let Some(link) = columns_hash(row, &columns, &mut scratch) {
+                out.push((link, ()));
+            }
+        });
+        dirty.push(up(tree, node, links, arrangements));
+    }
+    scope.concatenate(dirty)
+}
+
+/// From the link hashes of changed rows of `node`, the dirty roots above them.
+fn up<'s>(
+    tree: &Rc<Tree>,
+    node: NodeId,
+    links: Stream<'s, Time, Vec<(u64, ())>>,
+    arrangements: &mut impl Arrangements<'s>,
+) -> Stream<'s, Time, Vec<Dirty>> {
+    let tree_node = &tree.nodes[node];
+    let parent = tree_node.parent.expect("nested nodes have parents");
+    let path = &tree_node.node.path;
+    // The primary-key hashes of the parent rows.
+    let parents = match tree_node
+        .find_parents
+        .as_ref()
+        .expect("nested nodes have links")
+    {
+        Finder::ByKey(_) => links,
+        Finder::ByIndex(index) => lookup(
+            links,
+            arrangements.index(index),
+            &format!("Parents({path})"),
+            |_: &(), key: &u64, out| out.push((*key, ())),
+        ),
+    };
+    if parent == 0 {
+        return parents.map(|(hash, ())| Dirty { hash, key: None });
+    }
+    // A nested parent: its rows' own links, one level up.
+    let parent_node = &tree.nodes[parent];
+    let columns = parent_node
+        .link
+        .as_ref()
+        .expect("nested nodes have links")
+        .child_columns
+        .clone();
+    let mut scratch = Vec::new();
+    let links = lookup(
+        parents,
+        arrangements.rows(parent_node.node.source),
+        &format!("ParentRows({path})"),
+        move |_: &(), row: RowRef<'_>, out| {
+            if let Some(link) = columns_hash(row, &columns, &mut scratch) {
+                out.push((link, ()));
+            }
+        },
+    );
+    up(tree, parent, links, arrangements)
+}
+
+/// For each update of `rows` after the product's release, `logic(key hash, row, output)`, at
+/// the update's time. `control` tells the release (see [`Control`]): an update at or before it
+/// is already in the hydration.
+fn changes<'s, O, L>(
+    rows: Rows<'s>,
+    control: Stream<'s, Time, Vec<Control>>,
+    name: &str,
+    mut logic: L,
+) -> Stream<'s, Time, Vec<O>>
+where
+    O: Clone + 'static,
+    L: FnMut(u64, RowRef<'_>, &mut Vec<O>) + 'static,
+{
+    let peers = control.scope().peers();
+    rows.stream
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<O>>, _, _, _, _>(
+            control,
+            Pipeline,
+            Exchange::new(|c: &Control| match c {
+                Control::CaughtUp { to } | Control::Loaded { to } => *to,
+            }),
+            name,
+            move |_capability, _info| {
+                let mut messages = 0;
+                let mut release: Time = 0;
+                // Updates whose release is not decided yet, by time.
+                let mut waiting: BTreeMap<Time, (Capability<Time>, Vec<O>)> = BTreeMap::new();
+                let mut out = Vec::new();
+                move |(spans, _), (control, control_frontier), output| {
+                    control.for_each(|cap, data| {
+                        if let Some(&time) = cap.least() {
+                            messages += data.len();
+                            release = release.max(time);
+                        }
+                    });
+                    // Every worker's two messages: the release is known.
+                    let released = (messages == 2 * peers).then_some(release);
+                    let before = control_frontier.frontier().first().copied();
+                    let followed = |t: Time| match released {
+                        Some(release) => Some(t > release),
+                        None if before.is_some_and(|b| t < b) => Some(false),
+                        None => None,
+                    };
+                    spans.for_each(|cap, data| {
+                        for span in data.drain(..) {
+                            let Some(batch) = span.inner else { continue };
+                            let mut cursor = batch.cursor();
+                            while let Some(key) = cursor.get_key(&batch) {
+                                while let Some(row) = cursor.get_val(&batch) {
+                                    let mut times = Vec::new();
+                                    cursor.map_times(&batch, |t, _| times.push(*t));
+                                    times.dedup();
+                                    for t in times {
+                                        match followed(t) {
+                                            Some(false) => {}
+                                            Some(true) => {
+                                                logic(*key, row, &mut out);
+                                                output
+                                                    .session(&cap.delayed(&t, 0))
+                                                    .give_iterator(out.drain(..));
+                                            }
+                                            None => {
+                                                let entry = waiting.entry(t).or_insert_with(|| {
+                                                    (cap.delayed(&t, 0), Vec::new())
+                                                });
+                                                logic(*key, row, &mut entry.1);
+                                            }
+                                        }
+                                    }
+                                    cursor.step_val(&batch);
+                                }
+                                cursor.step_key(&batch);
+                            }
+                        }
+                    });
+                    let decided: Vec<Time> = waiting
+                        .keys()
+                        .copied()
+                        .take_while(|&t| followed(t).is_some())
+                        .collect();
+                    for t in decided {
+                        let (cap, updates) = waiting.remove(&t).expect("listed");
+                        if followed(t) == Some(true) && !updates.is_empty() {
+                            output.session(&cap).give_iterator(updates.into_iter());
+                        }
+                    }
+                    let _ = Antichain::<Time>::new();
+                }
+            },
+        )
+}

@@ -1,0 +1,177 @@
+//! The output side of a product: builds each document from its parts once every part has
+//! arrived (the time they were found at is complete), and writes it when it differs from what
+//! the output topic holds for its key.
+//!
+//! What the topic holds is known by hashes: for each key, a 128-bit hash of its document text,
+//! loaded from the topic at start ([`Held`]) and updated with every record written. So a restart
+//! writes only documents that differ from the topic, and a document rebuilt unchanged (a change
+//! that did not reach it, or a rewrite to equal values) writes nothing. At the end of the
+//! hydration, the keys the topic held that no document has any more get their tombstones; after
+//! it, a root whose row is gone gets its tombstone. Each key is written by one worker (the one
+//! its rendered key routes to), in time order, so its records stay in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use super::assemble::{assemble, key_route, Part};
+use super::find::Found;
+use super::tree::Tree;
+use super::Time;
+use crate::dataflow::sink::{Control as SinkControl, Failure, SharedWriter};
+
+/// A document the output topic held when the product started: its key and JSON text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub key: String,
+    pub json: String,
+}
+
+/// The hash of a key's or a document's text by which the sink remembers it.
+fn text_hash(text: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+}
+
+/// What the sink knows of one key in the output topic.
+struct Entry {
+    /// The hash of the document last written (or held at start).
+    doc: u128,
+    /// Built during the hydration (a key held at start and not built is tombstoned at its end).
+    seen: bool,
+    /// The key's text while the hydration may still tombstone it.
+    key: Option<Box<str>>,
+}
+
+/// Writes `tree`'s documents from the parts in `found` to `writer`, against what the output
+/// topic held (`held`). The returned stream carries nothing; probe it to know which times have
+/// been written.
+pub fn sink<'s>(
+    tree: Rc<Tree>,
+    found: Stream<'s, Time, Vec<Found>>,
+    held: Stream<'s, Time, Vec<Held>>,
+    writer: SharedWriter,
+    failure: Failure,
+    control: SinkControl,
+) -> Stream<'s, Time, Vec<()>> {
+    let peers = found.scope().peers();
+    let name = format!("Sink({})", tree.product);
+    found.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+        held,
+        Exchange::new(|f: &Found| match f {
+            Found::Part(part) => part.doc.route,
+            Found::Gone { route, .. } => *route,
+            Found::Hydrated(to) => *to,
+            Found::Want(_) => 0,
+        }),
+        Exchange::new(|h: &Held| key_route(&h.key)),
+        &name,
+        move |_capability, _info| {
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Found>)> = BTreeMap::new();
+            let mut entries: HashMap<u128, Entry> = HashMap::new();
+            let mut hydrated = 0usize;
+            let mut hydrated_at: Time = 0;
+            let mut hydration_done = false;
+            let mut last_written: Option<Time> = None;
+            move |(found, found_frontier), (held, held_frontier), _output| {
+                held.for_each(|_cap, data| {
+                    for Held { key, json } in data.drain(..) {
+                        entries.insert(
+                            text_hash(&key),
+                            Entry {
+                                doc: text_hash(&json),
+                                seen: false,
+                                key: Some(key.into_boxed_str()),
+                            },
+                        );
+                    }
+                });
+                found.for_each(|cap, data| {
+                    let Some(&time) = cap.least() else { return };
+                    pending
+                        .entry(time)
+                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                        .1
+                        .append(data);
+                });
+                let complete = |t: &Time| !found_frontier.less_equal(t) && !held_frontier.less_equal(t);
+                let mut writer = writer.borrow_mut();
+                while let Some(entry) = pending.first_entry() {
+                    if !complete(entry.key()) {
+                        break;
+                    }
+                    let time = *entry.key();
+                    let (cap, mut messages) = entry.remove();
+                    let _ = &cap;
+                    let hydrating = !hydration_done;
+                    // The records of this time are measured against the inputs read since the
+                    // last time written (none while hydrating: those are the topics' contents).
+                    let window: Vec<Time> = match (hydrating, last_written) {
+                        (false, Some(last)) => (last + 1..=time).collect(),
+                        _ => Vec::new(),
+                    };
+                    writer.begin_window(&window);
+                    last_written = Some(time);
+                    let mut write = |key: &str, json: Option<&str>| {
+                        if let Err(e) = writer.write(key, json) {
+                            failure.borrow_mut().get_or_insert(e);
+                        }
+                    };
+                    // The parts of each document together.
+                    let mut parts: Vec<Part> = Vec::new();
+                    for message in messages.drain(..) {
+                        match message {
+                            Found::Part(part) => parts.push(part),
+                            Found::Gone { key, .. } => {
+                                if entries.remove(&text_hash(&key)).is_some() {
+                                    write(&key, None);
+                                }
+                            }
+                            Found::Hydrated(_) => {
+                                hydrated += 1;
+                                hydrated_at = hydrated_at.max(time);
+                            }
+                            Found::Want(_) => {}
+                        }
+                    }
+                    parts.sort_unstable_by_key(|p| p.doc);
+                    for group in parts.chunk_by(|a, b| a.doc == b.doc) {
+                        let Some(doc) = assemble(&tree, group) else { continue };
+                        let (key, hash) = (text_hash(&doc.key), text_hash(&doc.json));
+                        match entries.get_mut(&key) {
+                            Some(entry) if entry.doc == hash => entry.seen = true,
+                            _ => {
+                                write(&doc.key, Some(&doc.json));
+                                entries.insert(key, Entry { doc: hash, seen: true, key: None });
+                            }
+                        }
+                    }
+                    if hydrating && hydrated == peers {
+                        // Every document of the hydration is written: a key the topic held that
+                        // none of them has belongs to a root that is gone.
+                        entries.retain(|_, entry| {
+                            if !entry.seen {
+                                if let Some(key) = entry.key.as_deref() {
+                                    write(key, None);
+                                }
+                                return false;
+                            }
+                            entry.key = None;
+                            true
+                        });
+                        entries.shrink_to_fit();
+                        hydration_done = true;
+                        control.caught_up.set(true);
+                        tracing::debug!(product = %tree.product, documents = entries.len(), at = hydrated_at, "hydrated");
+                    }
+                    drop(cap);
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,137 @@
+//! A product's document tree as the dataflow walks it: the plan's nodes in preorder (the root
+//! first), each with its parent, its children, and how its rows are found from a parent row
+//! (by primary key, or through an index of its source) and its parents from one of its rows.
+
+use crate::plan::{KeyedArrangement, Link, Node, Plan, ProductPlan, SourceId};
+use crate::value::Shape;
+
+/// Index of a node in [`Tree::nodes`]; the root is 0.
+pub type NodeId = usize;
+
+/// How rows of a source are found by the values of some of their columns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Finder {
+    /// The columns are the primary key (in key order): the rows' trace itself.
+    ByKey(SourceId),
+    /// Through the index of the source on those columns.
+    ByIndex(KeyedArrangement),
+}
+
+impl Finder {
+    fn of(plan: &Plan, source: SourceId, columns: &[usize]) -> Finder {
+        if plan.sources[source].key == columns {
+            Finder::ByKey(source)
+        } else {
+            Finder::ByIndex(KeyedArrangement {
+                source,
+                columns: columns.to_vec(),
+            })
+        }
+    }
+
+    pub fn source(&self) -> SourceId {
+        match self {
+            Finder::ByKey(source) => *source,
+            Finder::ByIndex(index) => index.source,
+        }
+    }
+}
+
+/// One node of the tree.
+#[derive(Debug, Clone)]
+pub struct TreeNode {
+    /// The plan's node, with its subtree (its output, order, cardinality and shape).
+    pub node: Node,
+    pub parent: Option<NodeId>,
+    /// Position among the parent's children (the index of its slot).
+    pub slot: usize,
+    pub children: Vec<NodeId>,
+    /// The primary key columns of the node's source.
+    pub key: Vec<usize>,
+    /// How the node hangs off its parent (none at the root).
+    pub link: Option<Link>,
+    /// How this node's rows are found from the values of a parent row's link columns.
+    pub find: Option<Finder>,
+    /// How the parent rows of one of this node's rows are found, from its link columns.
+    pub find_parents: Option<Finder>,
+}
+
+/// A product's tree, and how its documents render.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub product: String,
+    pub nodes: Vec<TreeNode>,
+    /// The root key's column names, in key order (the output record's key object).
+    pub key_names: Vec<String>,
+    pub shape: Shape,
+}
+
+impl Tree {
+    pub fn of(plan: &Plan, product: &ProductPlan) -> Tree {
+        let mut nodes = Vec::new();
+        add(plan, &product.root, None, 0, &mut nodes);
+        let root = &plan.sources[product.root.source];
+        Tree {
+            product: product.name.clone(),
+            nodes,
+            key_names: root
+                .key
+                .iter()
+                .map(|&k| root.columns[k].name.clone())
+                .collect(),
+            shape: product.shape(),
+        }
+    }
+
+    pub fn root(&self) -> &TreeNode {
+        &self.nodes[0]
+    }
+
+    /// The ways of finding rows this product needs: its children's and its parents' lookups.
+    pub fn finders(&self) -> impl Iterator<Item = &Finder> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.find.iter().chain(n.find_parents.iter()))
+    }
+
+    /// The sources the product reads.
+    pub fn sources(&self) -> std::collections::BTreeSet<SourceId> {
+        self.nodes.iter().map(|n| n.node.source).collect()
+    }
+}
+
+fn add(
+    plan: &Plan,
+    node: &Node,
+    parent: Option<NodeId>,
+    slot: usize,
+    nodes: &mut Vec<TreeNode>,
+) -> NodeId {
+    let id = nodes.len();
+    let (find, find_parents) = match (&node.link, parent) {
+        (Some(link), Some(parent)) => (
+            Some(Finder::of(plan, node.source, &link.child_columns)),
+            Some(Finder::of(
+                plan,
+                nodes[parent].node.source,
+                &link.parent_columns,
+            )),
+        ),
+        _ => (None, None),
+    };
+    nodes.push(TreeNode {
+        node: node.clone(),
+        parent,
+        slot,
+        children: Vec::new(),
+        key: plan.sources[node.source].key.clone(),
+        link: node.link.clone(),
+        find,
+        find_parents,
+    });
+    for (slot, child) in node.children.iter().enumerate() {
+        let child_id = add(plan, child, Some(id), slot, nodes);
+        nodes[id].children.push(child_id);
+    }
+    id
+}
