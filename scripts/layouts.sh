@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs one generated dataset through every worker/process layout (-w 1, -w 2, -w 4, -n 2 -w 2),
-# each into its own output topic, and verifies each: verify compares exact bytes with the same
-# reference documents, so all layouts passing means they all wrote the same bytes. Usage: scripts/layouts.sh [SCALE] [CHANGES]   (needs a broker: scripts/broker.sh start)
+# each into its own output topic, and verifies each: verify compares each document, as parsed
+# JSON, with the same independently computed documents, so all layouts passing means they all
+# wrote the same documents (tests/verify.rs also compares their bytes). Usage:
+# scripts/layouts.sh [SCALE] [CHANGES]   (needs a broker: scripts/broker.sh start)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-10000}

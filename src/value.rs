@@ -416,6 +416,14 @@ pub fn write_scalar(value: &Value, out: &mut String) {
                 out.push_str("null");
             }
         }
+        // A deliberate bug for the tests of `denorm verify`: one fraction digit too many.
+        Value::Decimal(d) if crate::fault::on(crate::fault::Fault::DecimalScale) => {
+            let wrong = Decimal {
+                unscaled: d.unscaled,
+                scale: d.scale + 1,
+            };
+            let _ = write!(out, "{wrong}");
+        }
         Value::Decimal(d) => {
             let _ = write!(out, "{d}");
         }

@@ -225,6 +225,19 @@ fn verify(product: &Product, brokers: &str) -> (bool, String) {
     output(&["verify", product.path(), "--brokers", brokers])
 }
 
+/// Runs `denorm verify --allow-undecodable N`: the bad records a test wrote on purpose.
+fn verify_allowing(product: &Product, brokers: &str, undecodable: usize) -> (bool, String) {
+    let allowed = undecodable.to_string();
+    output(&[
+        "verify",
+        product.path(),
+        "--brokers",
+        brokers,
+        "--allow-undecodable",
+        &allowed,
+    ])
+}
+
 /// A record with its headers: (key, value, headers).
 type Letter = (Option<String>, Option<String>, BTreeMap<String, String>);
 
@@ -294,51 +307,44 @@ fn parse_positions(text: &str) -> HashMap<(String, i32), i64> {
         .collect()
 }
 
-/// The documents the product should hold after the records of each source partition before
-/// `positions` (the reference evaluator over a prefix of every partition).
-fn expected_at(
-    kafka: &KafkaOptions,
-    plan: &Plan,
-    positions: &HashMap<(String, i32), i64>,
-) -> BTreeMap<String, String> {
-    use denorm::decode::Change;
-    let mut tables = Vec::new();
-    for source in &plan.sources {
-        let mut table = denorm::verify::reference::Table::new();
-        denorm::verify::read_topic(kafka, &source.topic, |origin, key, value| {
+/// How the output topic compares with the documents the product should hold after the records
+/// of each source partition before `positions` (verify's evaluator over a prefix of every
+/// partition, given as records in memory).
+fn compare_at(p: &Product, positions: &HashMap<(String, i32), i64>) -> denorm_verify::Run {
+    let settings = verify_settings();
+    let mut inputs = Vec::new();
+    for source in &p.plan.sources {
+        denorm_verify::kafka::read_topic(&settings, &source.topic, |record| {
             let end = positions
-                .get(&(origin.topic.clone(), origin.partition))
+                .get(&(record.topic.clone(), record.partition))
                 .copied()
-                .unwrap_or_else(|| panic!("no position for {origin}"));
-            if origin.offset < end {
-                match denorm::decode::decode(source, key, value) {
-                    Ok(Change::Upsert { key, row }) => {
-                        table.insert(key.values().into(), row.values().into());
-                    }
-                    Ok(Change::Delete { key }) => {
-                        table.remove(&key.values().into());
-                    }
-                    Ok(Change::Truncate) => table.clear(),
-                    Err(_) => {}
-                }
+                .unwrap_or_else(|| panic!("no position for {}", record.place()));
+            if record.offset < end {
+                inputs.push(record);
             }
             Ok(())
         })
         .unwrap();
-        tables.push(table);
     }
-    denorm::verify::reference::expected_documents(plan, &plan.products[0], &tables)
+    let mut outputs = Vec::new();
+    denorm_verify::kafka::read_topic(&settings, &p.output(), |record| {
+        outputs.push(record);
+        Ok(())
+    })
+    .unwrap();
+    let text = std::fs::read_to_string(p.path()).unwrap();
+    denorm_verify::verify_records(&text, &inputs, &outputs).unwrap()
 }
 
 /// Every record of a topic as (partition, offset, key, value), in partition and offset order.
 fn read_placed(topic: &str) -> Vec<(i32, i64, String, Option<String>)> {
     let mut out = Vec::new();
-    denorm::verify::read_topic(&kafka(), topic, |origin, k, v| {
+    denorm_verify::kafka::read_topic(&verify_settings(), topic, |r| {
         out.push((
-            origin.partition,
-            origin.offset,
-            String::from_utf8_lossy(k.unwrap_or_default()).into_owned(),
-            v.map(|v| String::from_utf8_lossy(v).into_owned()),
+            r.partition,
+            r.offset,
+            String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+            r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
         ));
         Ok(())
     })
@@ -430,6 +436,8 @@ fn bad_records_go_to_the_default_dead_letter_topic_and_the_job_keeps_running() {
     }
 
     let (ok, report) = verify(&p, &brokers());
+    assert!(!ok, "two undecodable records, none allowed:\n{report}");
+    let (ok, report) = verify_allowing(&p, &brokers(), 2);
     assert!(ok, "{report}");
     assert!(
         report.contains(&format!("{}: OK — expected 3, found 3", p.name)),
@@ -601,7 +609,7 @@ fn schema_drift_on_a_live_stream_goes_to_the_dead_letter_topic() {
         drifted.len() as f64
     );
 
-    let (ok, report) = verify(&p, &brokers());
+    let (ok, report) = verify_allowing(&p, &brokers(), drifted.len());
     assert!(ok, "{report}");
     assert!(
         report.contains(&format!("({} undecodable)", drifted.len())),
@@ -830,12 +838,11 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
         records.len()
     );
     // Everything read before the stop is in the output, nothing more.
-    let expected = expected_at(&kafka(), &p.plan, &positions);
-    let found = denorm::verify::read_output(&kafka(), &p.output()).unwrap();
-    let comparison = denorm::verify::compare(&p.name, &expected, &found);
+    let run = compare_at(&p, &positions);
     assert!(
-        comparison.ok(),
-        "output after SIGTERM vs the records read before it:\n{comparison}"
+        run.ok(0),
+        "output after SIGTERM vs the records read before it:\n{}",
+        run.report(0)
     );
 
     // A restart takes up the rest.

@@ -136,10 +136,10 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
         );
     }
     // The same documents, byte for byte, whatever the worker count.
-    let a = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_w1")).unwrap();
-    let b = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_w2")).unwrap();
-    let d = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_w4")).unwrap();
-    let c = denorm::verify::read_output(&kafka(), &format!("{prefix}.profiles_n2")).unwrap();
+    let a = read_output(&format!("{prefix}.profiles_w1"));
+    let b = read_output(&format!("{prefix}.profiles_w2"));
+    let d = read_output(&format!("{prefix}.profiles_w4"));
+    let c = read_output(&format!("{prefix}.profiles_n2"));
     assert!(a.len() > 5000);
     assert_eq!(a, b);
     assert_eq!(a, d);
@@ -238,7 +238,7 @@ fn verify_passes_for_a_four_level_product_with_many_to_one() {
     ]);
     let report = run_ok(&["verify", file, "--brokers", &brokers]);
     assert!(report.contains("shop_orders: OK"), "{report}");
-    let docs = denorm::verify::read_output(&kafka(), &format!("{prefix}.customer_orders")).unwrap();
+    let docs = read_output(&format!("{prefix}.customer_orders"));
     // The nesting reached the fourth level somewhere.
     assert!(
         docs.values().any(|d| d.contains("\"tags\":[\"")),

@@ -1,6 +1,6 @@
 //! The product dataflow without a broker: generated records fed to the sources' arrangements,
-//! documents collected by a vector writer, and the result compared with the reference
-//! evaluator's documents of the same records, on one and two workers.
+//! documents collected by a vector writer, and the result judged by `denorm verify`'s evaluator
+//! (the denorm-verify crate, in memory) on the same records, on one and two workers.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,7 +22,6 @@ use super::Time;
 use crate::decode::{Change, Decoder};
 use crate::gen::GenOptions;
 use crate::plan::{KeyedArrangement, Plan, SourceId};
-use crate::row::Row;
 
 /// Records every write.
 #[derive(Default)]
@@ -59,32 +58,13 @@ impl<'s> Arrangements<'s> for Local<'s> {
 /// Decoded events, each of a source.
 type Events = Vec<(SourceId, SourceEvent)>;
 
-/// The decoded events of generated records: the snapshot, then the changes.
-fn events(plan: &Plan, scale: usize, changes: usize, seed: u64) -> (Events, Events) {
-    let decode = |records: Vec<crate::gen::Record>| {
-        let mut decoders: Vec<Decoder> = plan.sources.iter().map(|_| Decoder::new()).collect();
-        let mut out = Vec::new();
-        for r in records {
-            let source = &plan.sources[r.source];
-            let change = decoders[r.source]
-                .decode(
-                    source,
-                    r.key.as_deref().map(str::as_bytes),
-                    r.value.as_deref().map(str::as_bytes),
-                )
-                .expect("generated records decode");
-            let event = match change {
-                Change::Upsert { key, row } => SourceEvent::Upsert {
-                    key,
-                    row: Some(row),
-                },
-                Change::Delete { key } => SourceEvent::Upsert { key, row: None },
-                Change::Truncate => SourceEvent::Truncate { worker: 0 },
-            };
-            out.push((r.source, event));
-        }
-        out
-    };
+/// Generated records of the plan's sources: the snapshot, then the changes.
+fn generated(
+    plan: &Plan,
+    scale: usize,
+    changes: usize,
+    seed: u64,
+) -> (Vec<crate::gen::Record>, Vec<crate::gen::Record>) {
     let collect = |changes: usize, only_changes: bool| {
         let mut records = Vec::new();
         let options = GenOptions {
@@ -103,30 +83,71 @@ fn events(plan: &Plan, scale: usize, changes: usize, seed: u64) -> (Events, Even
         }
         records
     };
-    (decode(collect(0, false)), decode(collect(changes, true)))
+    (collect(0, false), collect(changes, true))
 }
 
-/// The documents the reference evaluator computes from the same events.
-fn expected(plan: &Plan, events: &[(SourceId, SourceEvent)]) -> BTreeMap<String, String> {
-    use crate::verify::reference::{expected_documents, Table};
-    let mut tables: Vec<Table> = plan.sources.iter().map(|_| Table::new()).collect();
-    let old =
-        |row: &Row| -> crate::value::Row { row.as_ref().datums().map(|d| d.to_value()).collect() };
-    for (source, event) in events {
-        match event {
-            SourceEvent::Upsert {
+/// The engine's decoded events of generated records.
+fn decoded(plan: &Plan, records: &[crate::gen::Record]) -> Events {
+    let mut decoders: Vec<Decoder> = plan.sources.iter().map(|_| Decoder::new()).collect();
+    let mut out = Vec::new();
+    for r in records {
+        let source = &plan.sources[r.source];
+        let change = decoders[r.source]
+            .decode(
+                source,
+                r.key.as_deref().map(str::as_bytes),
+                r.value.as_deref().map(str::as_bytes),
+            )
+            .expect("generated records decode");
+        let event = match change {
+            Change::Upsert { key, row } => SourceEvent::Upsert {
                 key,
                 row: Some(row),
-            } => {
-                tables[*source].insert(old(key), old(row));
-            }
-            SourceEvent::Upsert { key, row: None } => {
-                tables[*source].remove(&old(key));
-            }
-            SourceEvent::Truncate { .. } => tables[*source].clear(),
+            },
+            Change::Delete { key } => SourceEvent::Upsert { key, row: None },
+            Change::Truncate => SourceEvent::Truncate { worker: 0 },
+        };
+        out.push((r.source, event));
+    }
+    out
+}
+
+/// How the documents the writes leave compare with those `denorm verify`'s evaluator (the
+/// denorm-verify crate: its own decoder and evaluation of the product file) computes from the
+/// same records, without a broker. The records are one partition in generation order; each
+/// worker's writes are one partition of the output (a key is written by one worker).
+fn verify(
+    file: &str,
+    plan: &Plan,
+    records: &[crate::gen::Record],
+    writes: &[Vec<(String, Option<String>)>],
+) -> denorm_verify::Run {
+    let bytes = |text: &Option<String>| text.as_ref().map(|t| t.as_bytes().to_vec());
+    let inputs: Vec<denorm_verify::Record> = records
+        .iter()
+        .enumerate()
+        .map(|(offset, r)| denorm_verify::Record {
+            topic: plan.sources[r.source].topic.clone(),
+            partition: 0,
+            offset: offset as i64,
+            key: bytes(&r.key),
+            value: bytes(&r.value),
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for (worker, written) in writes.iter().enumerate() {
+        for (offset, (key, value)) in written.iter().enumerate() {
+            outputs.push(denorm_verify::Record {
+                topic: plan.products[0].output_topic.clone(),
+                partition: worker as i32,
+                offset: offset as i64,
+                key: Some(key.as_bytes().to_vec()),
+                value: bytes(value),
+            });
         }
     }
-    expected_documents(plan, &plan.products[0], &tables)
+    let text = std::fs::read_to_string(path(file)).unwrap();
+    denorm_verify::verify_records(&text, &inputs, &outputs).unwrap()
 }
 
 /// Runs the plan's first product on `workers` workers: the snapshot at one time, the release,
@@ -256,42 +277,27 @@ fn run(
     results
 }
 
-/// The documents a sequence of writes leaves (the last record per key; a tombstone removes).
-fn final_documents(writes: &[Vec<(String, Option<String>)>]) -> BTreeMap<String, String> {
-    let mut docs = BTreeMap::new();
-    for worker in writes {
-        for (key, value) in worker {
-            match value {
-                Some(v) => docs.insert(key.clone(), v.clone()),
-                None => docs.remove(key),
-            };
-        }
-    }
-    docs
+fn path(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
 }
 
 fn plan_of(file: &str) -> Plan {
-    crate::plan::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap()
+    crate::plan::load(&path(file)).unwrap()
 }
 
 #[test]
 fn the_user_profile_of_generated_changes_is_the_reference_documents() {
-    let plan = plan_of("dataflows/github_user_profile.toml");
-    let (snapshot, changes) = events(&plan, 300, 2000, 7);
-    let all: Vec<_> = snapshot.iter().chain(changes.iter()).cloned().collect();
-    let expected = expected(&plan, &all);
-    assert!(expected.len() > 250, "{} documents", expected.len());
+    let file = "dataflows/github_user_profile.toml";
+    let plan = plan_of(file);
+    let (snapshot, changes) = generated(&plan, 300, 2000, 7);
+    let all: Vec<_> = snapshot.iter().chain(&changes).cloned().collect();
+    let (snapshot, changes) = (decoded(&plan, &snapshot), decoded(&plan, &changes));
     for workers in [1, 2] {
         let writes = run(&plan, workers, snapshot.clone(), changes.clone(), 37);
-        let found = final_documents(&writes);
-        for key in found.keys().filter(|k| !expected.contains_key(*k)).take(3) {
-            let history: Vec<_> = writes.iter().flatten().filter(|(k, _)| k == key).collect();
-            eprintln!("unexpected {key}: {history:?}");
-        }
-        assert_eq!(found.len(), expected.len(), "{workers} workers");
-        for (key, doc) in &expected {
-            assert_eq!(found.get(key), Some(doc), "{workers} workers, {key}");
-        }
+        let verdict = verify(file, &plan, &all, &writes);
+        assert!(verdict.ok(0), "{workers} workers:\n{}", verdict.report(0));
+        let expected = verdict.comparisons[0].expected;
+        assert!(expected > 250, "{expected} documents");
     }
 }
 
@@ -304,17 +310,21 @@ fn the_hydration_alone_is_the_reference_documents() {
         "tests/data/shop_orders.toml",
     ] {
         let plan = plan_of(file);
-        let (snapshot, _) = events(&plan, 200, 0, 3);
-        let expected = expected(&plan, &snapshot);
+        let (snapshot, _) = generated(&plan, 200, 0, 3);
+        let events = decoded(&plan, &snapshot);
         for workers in [1, 2] {
-            let writes = run(&plan, workers, snapshot.clone(), Vec::new(), 1);
-            assert_eq!(
-                final_documents(&writes),
-                expected,
-                "{file}, {workers} workers"
+            let writes = run(&plan, workers, events.clone(), Vec::new(), 1);
+            let verdict = verify(file, &plan, &snapshot, &writes);
+            assert!(
+                verdict.ok(0),
+                "{file}, {workers} workers:\n{}",
+                verdict.report(0)
             );
             let records: usize = writes.iter().map(Vec::len).sum();
-            assert_eq!(records, expected.len(), "one record per document: {file}");
+            assert_eq!(
+                records, verdict.comparisons[0].expected,
+                "one record per document: {file}"
+            );
         }
     }
 }
@@ -330,7 +340,7 @@ fn hydration_timing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
     let started = std::time::Instant::now();
-    let (snapshot, _) = events(&plan, scale, 0, 1);
+    let snapshot = decoded(&plan, &generated(&plan, scale, 0, 1).0);
     eprintln!(
         "prepared {} events in {:.1}s",
         snapshot.len(),

@@ -179,6 +179,10 @@ pub fn decode(json: &Json, ty: ColumnType, schema: Option<&FieldSchema>) -> Resu
                     TimeUnit::Millis => v
                         .checked_mul(1000)
                         .ok_or_else(|| wrong("a timestamp in range", json))?,
+                    // A deliberate bug for the tests of `denorm verify`: micros read as millis.
+                    TimeUnit::Micros if crate::fault::on(crate::fault::Fault::TimestampUnit) => v
+                        .checked_mul(1000)
+                        .ok_or_else(|| wrong("a timestamp in range", json))?,
                     TimeUnit::Micros => v,
                     TimeUnit::Nanos => v.div_euclid(1000),
                 }))

@@ -423,6 +423,11 @@ impl DocWriter for KafkaWriter {
         self.seq += 1;
         self.tracker
             .sending(self.seq, Some(key.as_bytes()), self.window_source_ms);
+        // A deliberate bug for the tests of `denorm verify`: an empty value for a tombstone.
+        let value = match value {
+            None if crate::fault::on(crate::fault::Fault::EmptyTombstone) => Some(""),
+            value => value,
+        };
         send_blocking(&self.producer, &self.topic, Some(key), value, self.seq)?;
         self.written += 1;
         crate::metrics::metrics()

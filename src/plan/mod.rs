@@ -177,7 +177,9 @@ impl SortKey {
     /// Compares two items' values of this key.
     pub fn compare(&self, a: &crate::value::Value, b: &crate::value::Value) -> std::cmp::Ordering {
         let ordering = a.cmp(b);
-        if self.descending {
+        // A deliberate bug for the tests of `denorm verify`: every direction reversed.
+        let reversed = crate::fault::on(crate::fault::Fault::OrderDirection);
+        if self.descending != reversed {
             ordering.reverse()
         } else {
             ordering
@@ -899,6 +901,14 @@ impl<'a> Lowering<'a> {
                 name: name.get_ref().as_str().into(),
                 column,
             });
+        }
+        // A deliberate bug for the tests of `denorm verify`: the first two fields' columns swapped.
+        if crate::fault::on(crate::fault::Fault::FieldIndex) {
+            if let [OutField::Column { column: a, .. }, OutField::Column { column: b, .. }, ..] =
+                &mut out[..]
+            {
+                std::mem::swap(a, b);
+            }
         }
         for relation in relations {
             self.unique(&mut names, &relation.name, true)?;

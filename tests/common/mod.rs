@@ -81,18 +81,34 @@ pub fn produce(records: &[(String, Option<String>, Option<String>)]) {
     p.flush().unwrap();
 }
 
+/// The settings `denorm verify` reads topics with, for the test broker.
+pub fn verify_settings() -> denorm_verify::Settings {
+    denorm_verify::Settings::new(&brokers())
+}
+
+/// The documents of an output topic as written: last value (text) per key, tombstones removing.
+pub fn read_output(topic: &str) -> std::collections::BTreeMap<String, String> {
+    denorm_verify::kafka::read_output(&verify_settings(), topic).unwrap()
+}
+
 /// Every record of a topic, in partition then offset order: (key, value or None for tombstone).
 pub fn read_all(topic: &str) -> Vec<(String, Option<String>)> {
-    let mut out = Vec::new();
-    denorm::verify::read_topic(&kafka(), topic, |_, k, v| {
-        out.push((
-            String::from_utf8_lossy(k.unwrap_or_default()).into_owned(),
-            v.map(|v| String::from_utf8_lossy(v).into_owned()),
-        ));
+    let mut records = Vec::new();
+    denorm_verify::kafka::read_topic(&verify_settings(), topic, |r| {
+        records.push(r);
         Ok(())
     })
     .unwrap();
-    out
+    records.sort_by_key(|r| (r.partition, r.offset));
+    records
+        .into_iter()
+        .map(|r| {
+            (
+                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+                r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            )
+        })
+        .collect()
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
