@@ -82,9 +82,9 @@ impl Product {
     /// Generated records (snapshot, then changes) and how many of them are the snapshot.
     fn generate(&self, scale: usize, changes: usize, seed: u64) -> (Vec<Rec>, usize) {
         let mut records = Vec::new();
-        let summary = denorm::gen::generate(
+        let summary = denorm::tools::gen::generate(
             &self.plan,
-            &denorm::gen::GenOptions {
+            &denorm::tools::gen::GenOptions {
                 scale,
                 changes,
                 seed,

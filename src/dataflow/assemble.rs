@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::tree::{NodeId, Tree};
+use crate::plan::spec::Cardinality;
 use crate::plan::{Node, NodeOutput, OutField};
 use crate::row::Row;
-use crate::spec::Cardinality;
 use crate::value::{write_json, write_scalar, Value};
 
 /// Which document a part belongs to: the hash that routes it to the worker writing the

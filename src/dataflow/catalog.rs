@@ -524,9 +524,9 @@ struct RowGauge {
 impl RowGauge {
     fn new(source: &str) -> Self {
         RowGauge {
-            gauge: crate::metrics::metrics()
+            gauge: crate::runtime::metrics::metrics()
                 .source_rows
-                .get_or_create(&crate::metrics::source(source))
+                .get_or_create(&crate::runtime::metrics::source(source))
                 .clone(),
             held: 0,
         }

@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::assemble::{assemble, key_route, Part};
+use super::assemble::{assemble, key_route, Document, Part};
 use super::find::Found;
 use super::tree::Tree;
 use super::Time;
@@ -70,6 +70,74 @@ struct Entry {
     key: Option<Box<str>>,
 }
 
+/// What the output topic holds, by hashes, and what to write to it.
+#[derive(Default)]
+struct Topic {
+    entries: HashMap<u128, Entry>,
+    hydrated: bool,
+}
+
+impl Topic {
+    /// A record the topic held at start, in the topic's order.
+    fn held(&mut self, Held { key, json }: Held) {
+        let hash = text_hash(&key);
+        match json {
+            Some(json) => {
+                let entry = Entry {
+                    doc: text_hash(&json),
+                    seen: false,
+                    key: Some(key.into_boxed_str()),
+                };
+                self.entries.insert(hash, entry);
+            }
+            None => {
+                self.entries.remove(&hash);
+            }
+        }
+    }
+
+    /// A document built: written unless the topic holds it already.
+    fn document(&mut self, doc: Document, write: &mut impl FnMut(&str, Option<&str>)) {
+        let (key, hash) = (text_hash(&doc.key), text_hash(&doc.json));
+        match self.entries.get_mut(&key) {
+            Some(entry) if entry.doc == hash => entry.seen = true,
+            _ => {
+                write(&doc.key, Some(&doc.json));
+                let entry = Entry {
+                    doc: hash,
+                    seen: true,
+                    key: None,
+                };
+                self.entries.insert(key, entry);
+            }
+        }
+    }
+
+    /// A root gone: its document's tombstone, if the topic holds one.
+    fn gone(&mut self, key: &str, write: &mut impl FnMut(&str, Option<&str>)) {
+        if self.entries.remove(&text_hash(key)).is_some() {
+            write(key, None);
+        }
+    }
+
+    /// Every document of the hydration is written: a key the topic held that none of them has
+    /// belongs to a root that is gone.
+    fn end_hydration(&mut self, write: &mut impl FnMut(&str, Option<&str>)) {
+        self.entries.retain(|_, entry| {
+            if !entry.seen {
+                if let Some(key) = entry.key.as_deref() {
+                    write(key, None);
+                }
+                return false;
+            }
+            entry.key = None;
+            true
+        });
+        self.entries.shrink_to_fit();
+        self.hydrated = true;
+    }
+}
+
 /// Writes `tree`'s documents from the parts in `found` to `writer`, against what the output
 /// topic held (`held`). The returned stream carries nothing; probe it to know which times have
 /// been written.
@@ -95,28 +163,12 @@ pub fn sink<'s>(
         &name,
         move |_capability, _info| {
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Found>)> = BTreeMap::new();
-            let mut entries: HashMap<u128, Entry> = HashMap::new();
+            let mut topic = Topic::default();
+            // Drivers that started every document of the hydration.
             let mut hydrated = 0usize;
-            let mut hydrated_at: Time = 0;
-            let mut hydration_done = false;
             let mut last_written: Option<Time> = None;
             move |(found, found_frontier), (held, held_frontier), _output| {
-                held.for_each(|_cap, data| {
-                    for Held { key, json } in data.drain(..) {
-                        let Some(json) = json else {
-                            entries.remove(&text_hash(&key));
-                            continue;
-                        };
-                        entries.insert(
-                            text_hash(&key),
-                            Entry {
-                                doc: text_hash(&json),
-                                seen: false,
-                                key: Some(key.into_boxed_str()),
-                            },
-                        );
-                    }
-                });
+                held.for_each(|_cap, data| data.drain(..).for_each(|h| topic.held(h)));
                 found.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
                     pending
@@ -125,19 +177,19 @@ pub fn sink<'s>(
                         .1
                         .append(data);
                 });
-                let complete = |t: &Time| !found_frontier.less_equal(t) && !held_frontier.less_equal(t);
+                let complete =
+                    |t: &Time| !found_frontier.less_equal(t) && !held_frontier.less_equal(t);
                 let mut writer = writer.borrow_mut();
                 while let Some(entry) = pending.first_entry() {
                     if !complete(entry.key()) {
                         break;
                     }
                     let time = *entry.key();
-                    let (cap, mut messages) = entry.remove();
-                    let hydrating = !hydration_done;
+                    let (_cap, messages) = entry.remove();
                     // The records of this time are measured against the inputs read since the
                     // last time written (none while hydrating: those are the topics' contents).
-                    let window: Vec<Time> = match (hydrating, last_written) {
-                        (false, Some(last)) => (last + 1..=time).collect(),
+                    let window: Vec<Time> = match (topic.hydrated, last_written) {
+                        (true, Some(last)) => (last + 1..=time).collect(),
                         _ => Vec::new(),
                     };
                     writer.begin_window(&window);
@@ -147,54 +199,27 @@ pub fn sink<'s>(
                             failure.borrow_mut().get_or_insert(e);
                         }
                     };
-                    // The parts of each document together.
                     let mut parts: Vec<Part> = Vec::new();
-                    for message in messages.drain(..) {
+                    for message in messages {
                         match message {
                             Found::Part(part) => parts.push(part),
-                            Found::Gone { key, .. } => {
-                                if entries.remove(&text_hash(&key)).is_some() {
-                                    write(&key, None);
-                                }
-                            }
-                            Found::Hydrated(_) => {
-                                hydrated += 1;
-                                hydrated_at = hydrated_at.max(time);
-                            }
+                            Found::Gone { key, .. } => topic.gone(&key, &mut write),
+                            Found::Hydrated(_) => hydrated += 1,
                             Found::Want(_) => {}
                         }
                     }
+                    // The parts of each document together.
                     parts.sort_unstable_by_key(|p| p.doc);
                     for group in parts.chunk_by(|a, b| a.doc == b.doc) {
-                        let Some(doc) = assemble(&tree, group) else { continue };
-                        let (key, hash) = (text_hash(&doc.key), text_hash(&doc.json));
-                        match entries.get_mut(&key) {
-                            Some(entry) if entry.doc == hash => entry.seen = true,
-                            _ => {
-                                write(&doc.key, Some(&doc.json));
-                                entries.insert(key, Entry { doc: hash, seen: true, key: None });
-                            }
+                        if let Some(doc) = assemble(&tree, group) {
+                            topic.document(doc, &mut write);
                         }
                     }
-                    if hydrating && hydrated == peers {
-                        // Every document of the hydration is written: a key the topic held that
-                        // none of them has belongs to a root that is gone.
-                        entries.retain(|_, entry| {
-                            if !entry.seen {
-                                if let Some(key) = entry.key.as_deref() {
-                                    write(key, None);
-                                }
-                                return false;
-                            }
-                            entry.key = None;
-                            true
-                        });
-                        entries.shrink_to_fit();
-                        hydration_done = true;
+                    if !topic.hydrated && hydrated == peers {
+                        topic.end_hydration(&mut write);
                         control.caught_up.set(true);
-                        tracing::debug!(product = %tree.product, documents = entries.len(), at = hydrated_at, "hydrated");
+                        tracing::debug!(product = %tree.product, documents = topic.entries.len(), at = time, "hydrated");
                     }
-                    drop(cap);
                 }
             }
         },

@@ -20,8 +20,8 @@ use super::sink::{DocWriter, SinkControl};
 use super::tree::{Finder, Tree};
 use super::Time;
 use crate::decode::{Change, Decoder};
-use crate::gen::GenOptions;
 use crate::plan::{KeyedArrangement, Plan, SourceId};
+use crate::tools::gen::GenOptions;
 
 /// Records every write.
 #[derive(Default)]
@@ -64,7 +64,10 @@ fn generated(
     scale: usize,
     changes: usize,
     seed: u64,
-) -> (Vec<crate::gen::Record>, Vec<crate::gen::Record>) {
+) -> (
+    Vec<crate::tools::gen::Record>,
+    Vec<crate::tools::gen::Record>,
+) {
     let collect = |changes: usize, only_changes: bool| {
         let mut records = Vec::new();
         let options = GenOptions {
@@ -77,9 +80,9 @@ fn generated(
             Ok(())
         };
         if only_changes {
-            crate::gen::generate_changes(plan, &options, push).unwrap();
+            crate::tools::gen::generate_changes(plan, &options, push).unwrap();
         } else {
-            crate::gen::generate(plan, &options, push).unwrap();
+            crate::tools::gen::generate(plan, &options, push).unwrap();
         }
         records
     };
@@ -87,7 +90,7 @@ fn generated(
 }
 
 /// The engine's decoded events of generated records.
-fn decoded(plan: &Plan, records: &[crate::gen::Record]) -> Events {
+fn decoded(plan: &Plan, records: &[crate::tools::gen::Record]) -> Events {
     let mut decoders: Vec<Decoder> = plan.sources.iter().map(|_| Decoder::new()).collect();
     let mut out = Vec::new();
     for r in records {
@@ -119,7 +122,7 @@ fn decoded(plan: &Plan, records: &[crate::gen::Record]) -> Events {
 fn verify(
     file: &str,
     plan: &Plan,
-    records: &[crate::gen::Record],
+    records: &[crate::tools::gen::Record],
     writes: &[Vec<(String, Option<String>)>],
 ) -> denorm_verify::Run {
     let bytes = |text: &Option<String>| text.as_ref().map(|t| t.as_bytes().to_vec());

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::Value as Json;
 
 use crate::plan::{ColumnType, TimeUnit};
-use crate::temporal;
+use crate::value::temporal;
 use crate::value::{Decimal, Value, F64};
 
 /// What a Connect schema says about one field: its semantic type name and decimal scale.

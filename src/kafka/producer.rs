@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use super::client::KafkaOptions;
 use crate::dataflow::sink::DocWriter;
 use crate::dataflow::Time;
-use crate::latency::SourceTimes;
+use crate::runtime::latency::SourceTimes;
 
 /// A record the broker did not take for a reason that may pass (a broker going down, an error
 /// it answered while stopping, a delivery timeout): it is sent again.
@@ -232,7 +232,7 @@ impl ProducerContext for TrackingContext {
             Ok(message) => {
                 tracker.delivered.fetch_add(1, Ordering::Relaxed);
                 if let (Some(latency), true) = (&self.latency, source_ms > 0) {
-                    latency.observe(crate::latency::seconds_since(source_ms));
+                    latency.observe(crate::runtime::latency::seconds_since(source_ms));
                 }
                 if tracker.supersede {
                     if let Some(key) = message.key() {
@@ -373,9 +373,9 @@ impl KafkaWriter {
         let context = TrackingContext {
             tracker: tracker.clone(),
             latency: Some(
-                crate::metrics::metrics()
+                crate::runtime::metrics::metrics()
                     .latency
-                    .get_or_create(&crate::metrics::topic(topic))
+                    .get_or_create(&crate::runtime::metrics::topic(topic))
                     .clone(),
             ),
         };
@@ -430,9 +430,9 @@ impl DocWriter for KafkaWriter {
         };
         send_blocking(&self.producer, &self.topic, Some(key), value, self.seq)?;
         self.written += 1;
-        crate::metrics::metrics()
+        crate::runtime::metrics::metrics()
             .documents_written
-            .get_or_create(&crate::metrics::topic(&self.topic))
+            .get_or_create(&crate::runtime::metrics::topic(&self.topic))
             .inc();
         Ok(())
     }

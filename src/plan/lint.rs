@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::Plan;
-use crate::spec::{self, Cardinality, ProductFile, RelationSpec, SourceText};
+use crate::plan::spec::{self, Cardinality, ProductFile, RelationSpec, SourceText};
 
 /// A warning with its place in a product file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 //! numbers are renumbered to that source's when its file is merged ([`super::merge`]), so an id
 //! with its column indices stands for the same columns in every product.
 
-use crate::spec::Cardinality;
+use crate::plan::spec::Cardinality;
 
 use super::{Node, NodeOutput, OutField, Plan, ProductPlan, SortKey, SourceId};
 

@@ -3,6 +3,10 @@
 
 use super::*;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use super::spec::Cardinality;
 use crate::value::Shape;
 
 /// Writes `text` as `name` into a fresh temporary folder and loads it.

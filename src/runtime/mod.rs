@@ -8,8 +8,12 @@
 //! histogram ([`crate::latency`]) — is created here and handed to each worker.
 
 pub mod epoch;
+pub mod latency;
+pub mod metrics;
 pub mod options;
+pub mod progress;
 pub mod sources;
+pub mod watch;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -17,9 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::latency::SourceTimes;
-use crate::progress::{self, Progress};
+use latency::SourceTimes;
 pub use options::{ErrorPolicy, JobOptions};
+use progress::Progress;
 
 /// Runs the job on this process's workers until it stops, and reports.
 pub fn run(options: JobOptions, timely: timely::Config) -> anyhow::Result<JobReport> {

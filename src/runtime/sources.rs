@@ -74,7 +74,7 @@ impl SourceReaders {
         sources: &[SourceId],
         (worker, peers): (usize, usize),
         wait: Duration,
-        progress: &crate::progress::Progress,
+        progress: &crate::runtime::progress::Progress,
     ) -> anyhow::Result<()> {
         let topics: Vec<&str> = sources
             .iter()
@@ -183,9 +183,9 @@ impl SourceReaders {
     pub fn report_metrics(&mut self) {
         for reader in self.readers.values_mut() {
             if reader.unreported > 0 {
-                crate::metrics::metrics()
+                crate::runtime::metrics::metrics()
                     .records_read
-                    .get_or_create(&crate::metrics::topic(&reader.reader.topic))
+                    .get_or_create(&crate::runtime::metrics::topic(&reader.reader.topic))
                     .inc_by(reader.unreported);
                 reader.unreported = 0;
             }
@@ -225,9 +225,9 @@ impl BadRecords<'_> {
         value: Option<&[u8]>,
         error: decode::DecodeError,
     ) -> anyhow::Result<()> {
-        crate::metrics::metrics()
+        crate::runtime::metrics::metrics()
             .decode_errors
-            .get_or_create(&crate::metrics::topic(&origin.topic))
+            .get_or_create(&crate::runtime::metrics::topic(&origin.topic))
             .inc();
         match self.policy {
             ErrorPolicy::Fail => anyhow::bail!("cannot decode the record at {origin}: {error} (run with --on-error dlq to write such records to a dead-letter topic, or skip to log and skip them)"),
@@ -240,9 +240,9 @@ impl BadRecords<'_> {
                     .dead_letters
                     .expect("a dead-letter writer exists under the dlq policy");
                 dead_letters.send(origin, key, value, &error.to_string())?;
-                crate::metrics::metrics()
+                crate::runtime::metrics::metrics()
                     .dead_letters
-                    .get_or_create(&crate::metrics::topic(&origin.topic))
+                    .get_or_create(&crate::runtime::metrics::topic(&origin.topic))
                     .inc();
                 tracing::warn!(%origin, %error, dlq = dead_letters.topic(), "wrote a record that cannot be decoded to the dead-letter topic");
                 Ok(())

@@ -34,7 +34,7 @@ use crate::kafka::output::OutputReader;
 use crate::kafka::producer::KafkaWriter;
 use crate::kafka::source::assignment;
 use crate::plan::{Plan, SourceId};
-use crate::watch::{Command, Watcher};
+use crate::runtime::watch::{Command, Watcher};
 
 /// One worker's job.
 pub struct JobWorker<'a> {
@@ -69,7 +69,7 @@ impl<'a> JobWorker<'a> {
         observed: &'a Observed,
         start: Instant,
     ) -> anyhow::Result<Self> {
-        crate::metrics::track_arrangements(worker);
+        crate::runtime::metrics::track_arrangements(worker);
         // Created first by every worker: it orders product changes the same way for all.
         let sequencer = Sequencer::new(worker, start);
         let watcher = match &options.watch {
@@ -412,7 +412,7 @@ impl<'a> JobWorker<'a> {
         self.job_caught_up = true;
         let after = self.start.elapsed();
         self.report.job_caught_up_after = Some(after);
-        let metrics = crate::metrics::metrics();
+        let metrics = crate::runtime::metrics::metrics();
         metrics.caught_up.set(1);
         metrics.hydration_seconds.set(after.as_secs_f64());
         self.observed.progress.caught_up(after);
@@ -474,13 +474,13 @@ struct Behind {
 
 impl Behind {
     fn new() -> Self {
-        crate::metrics::metrics().workers_behind.inc();
+        crate::runtime::metrics::metrics().workers_behind.inc();
         Behind { behind: true }
     }
 
     fn set(&mut self, behind: bool) {
         if behind != self.behind {
-            let gauge = &crate::metrics::metrics().workers_behind;
+            let gauge = &crate::runtime::metrics::metrics().workers_behind;
             if behind {
                 gauge.inc();
             } else {

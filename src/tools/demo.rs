@@ -11,14 +11,14 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::gen::{self, GenOptions};
 use crate::kafka::admin::RecordProducer;
 use crate::kafka::client::{KafkaOptions, Reader};
 use crate::plan;
 use crate::runtime::{self as job, JobOptions};
+use crate::tools::gen::{self, GenOptions};
 
 /// The product the demo runs, embedded so the demo works from any directory.
-const PRODUCT: &str = include_str!("../dataflows/github_user_profile.toml");
+const PRODUCT: &str = include_str!("../../dataflows/github_user_profile.toml");
 
 pub fn run(seconds: u64, scale: usize, workers: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("denorm-demo-{}", std::process::id()));

@@ -82,12 +82,12 @@ impl Progress {
     /// Sets the consumer-lag gauge of every partition whose end the consumer has seen.
     fn publish_lag(&self) {
         let sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        let metrics = crate::metrics::metrics();
+        let metrics = crate::runtime::metrics::metrics();
         for position in sources.iter().flat_map(|w| &w.positions) {
             if let Some(lag) = position.snapshot().lag() {
                 metrics
                     .consumer_lag
-                    .get_or_create(&crate::metrics::PartitionLabel {
+                    .get_or_create(&crate::runtime::metrics::PartitionLabel {
                         topic: position.topic.clone(),
                         partition: position.partition,
                     })

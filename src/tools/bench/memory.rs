@@ -16,9 +16,9 @@ use crate::dataflow::rows::SourceEvent;
 use crate::dataflow::sink::{DocWriter, Failure, SharedWriter};
 use crate::dataflow::Time;
 use crate::decode::Change;
-use crate::gen::GenOptions;
 use crate::plan::{Plan, SourceId};
 use crate::runtime::epoch::{EpochLimits, Epochs};
+use crate::tools::gen::GenOptions;
 
 /// How long a worker waiting for others may sleep (it wakes on their messages).
 const PARK: Duration = Duration::from_millis(1);
@@ -112,7 +112,7 @@ pub fn run(
     let prepare = Instant::now();
     let mut shares: Vec<Vec<(SourceId, SourceEvent)>> = vec![Vec::new(); workers];
     let (mut rows, mut input_bytes) = (0u64, 0u64);
-    crate::gen::generate(&plan, gen, |r| {
+    crate::tools::gen::generate(&plan, gen, |r| {
         let source = &plan.sources[r.source];
         input_bytes += (r.key.as_ref().map_or(0, String::len)
             + r.value.as_ref().map_or(0, String::len)) as u64;

@@ -7,8 +7,8 @@ pub mod dot;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::plan::spec::Cardinality;
 use crate::plan::{Node, NodeOutput, OutField, Plan, RelationId};
-use crate::spec::Cardinality;
 
 fn columns(plan: &Plan, source: usize, cols: &[usize]) -> String {
     let s = &plan.sources[source];

@@ -5,6 +5,8 @@
 //! Strings, rows and documents are reference counted, so a join hop or a nesting step clones a
 //! pointer, never the data.
 
+pub mod temporal;
+
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -428,9 +430,11 @@ pub fn write_scalar(value: &Value, out: &mut String) {
             let _ = write!(out, "{d}");
         }
         Value::Str(s) => write_str(s, out),
-        Value::Date(days) => write_str(&crate::temporal::format_date(*days), out),
-        Value::Time(micros) => write_str(&crate::temporal::format_time(*micros), out),
-        Value::Timestamp(micros) => write_str(&crate::temporal::format_timestamp(*micros), out),
+        Value::Date(days) => write_str(&crate::value::temporal::format_date(*days), out),
+        Value::Time(micros) => write_str(&crate::value::temporal::format_time(*micros), out),
+        Value::Timestamp(micros) => {
+            write_str(&crate::value::temporal::format_timestamp(*micros), out)
+        }
         Value::Json(text) => out.push_str(text),
         Value::Doc(items) => {
             out.push('[');

@@ -9,8 +9,8 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use crate::decode::Change;
+use crate::plan::spec::Cardinality;
 use crate::plan::{ColumnType, Node, NodeOutput, Plan, SourceId};
-use crate::spec::Cardinality;
 use crate::value::{Decimal, Row, Value, F64};
 
 use super::encode;

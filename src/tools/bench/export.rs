@@ -14,9 +14,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::decode::{Change, Table};
-use crate::gen::GenOptions;
 use crate::plan::{ColumnType, Plan, SourcePlan};
-use crate::temporal::{format_date, format_time, format_timestamp};
+use crate::tools::gen::GenOptions;
+use crate::value::temporal::{format_date, format_time, format_timestamp};
 use crate::value::{write_scalar, Value};
 
 /// What was written.
@@ -128,7 +128,7 @@ pub fn run(plan: &Plan, gen: &GenOptions, dir: &Path) -> anyhow::Result<ExportRe
         changes: 0,
         ..gen.clone()
     };
-    crate::gen::generate(plan, &snapshot, |r| {
+    crate::tools::gen::generate(plan, &snapshot, |r| {
         tables[r.source].apply(super::decode_record(plan, &r)?);
         Ok(())
     })?;
@@ -165,7 +165,7 @@ pub fn run(plan: &Plan, gen: &GenOptions, dir: &Path) -> anyhow::Result<ExportRe
     let mut file = BufWriter::new(
         File::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
     );
-    crate::gen::generate_changes(plan, gen, |r| {
+    crate::tools::gen::generate_changes(plan, gen, |r| {
         let line = change_line(&plan.sources[r.source], &super::decode_record(plan, &r)?)?;
         writeln!(file, "{line}")?;
         report.changes += 1;

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use crate::plan::spec::Cardinality;
 use crate::plan::{Node, NodeOutput, OutField, Plan, SourceId};
-use crate::spec::Cardinality;
 
 /// Escapes text for a double-quoted DOT string; `\n` in `text` becomes a line break.
 fn quote(text: &str) -> String {

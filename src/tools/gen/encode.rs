@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 
 use crate::plan::{ColumnType, SourcePlan, TimeUnit};
-use crate::temporal;
+use crate::value::temporal;
 use crate::value::{Decimal, Value, F64};
 
 /// How a record's value is written.

@@ -18,9 +18,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::decode::{self, DecodeError};
 use crate::kafka::client::{cached_watermarks, KafkaOptions, Reader};
 use crate::kafka::source::Origin;
+use crate::plan::spec::{self, SourceText};
+use crate::plan::suggest;
 use crate::plan::{Plan, SourcePlan};
-use crate::spec::{self, SourceText};
-use crate::suggest;
 
 /// How long reading a partition's sample may go without any record coming before it fails.
 const PARTITION_TIMEOUT: Duration = Duration::from_secs(20);

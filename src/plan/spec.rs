@@ -313,7 +313,8 @@ fn hint(message: &str, line: &str) -> Option<String> {
             .split_once("expected")
             .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
             .unwrap_or_default();
-        return crate::suggest::closest(&field, expected).map(|c| format!("did you mean `{c}`?"));
+        return crate::plan::suggest::closest(&field, expected)
+            .map(|c| format!("did you mean `{c}`?"));
     }
     if message.contains("a table { source") {
         return Some(
