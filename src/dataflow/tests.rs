@@ -359,3 +359,393 @@ fn hydration_timing() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hand-computed documents (tests-honest): a small product written here, Debezium records written
+// by hand, and every document of each stage written out by hand, compared one by one (not with
+// an evaluator, not by counts or digests).
+mod hand_computed {
+    use std::collections::BTreeMap;
+
+    use serde_json::{json, Value};
+
+    use super::{decoded, run};
+    use crate::plan::Plan;
+    use crate::tools::gen::Record;
+
+    /// Customers with their country (`one`), their orders newest-total first (`order_by` desc),
+    /// and each order's SKUs (a value list): three levels.
+    const PRODUCT: &str = r#"
+[product]
+name = "hand"
+output_topic = "hand.out"
+
+[sources.customers]
+topic = "hand.customers"
+primary_key = ["id"]
+columns = { id = "int", name = "string", country = "string" }
+
+[sources.countries]
+topic = "hand.countries"
+primary_key = ["code"]
+columns = { code = "string", label = "string" }
+
+[sources.orders]
+topic = "hand.orders"
+primary_key = ["id"]
+columns = { id = "int", customer_id = "int", total = "int" }
+
+[sources.lines]
+topic = "hand.lines"
+primary_key = ["order_id", "no"]
+columns = { order_id = "int", no = "int", sku = "string" }
+
+[document]
+source = "customers"
+fields = ["id", "name"]
+
+[[document.relations]]
+name = "country"
+cardinality = "one"
+source = "countries"
+on = { country = "code" }
+fields = ["label"]
+
+[[document.relations]]
+name = "orders"
+cardinality = "many"
+source = "orders"
+on = { id = "customer_id" }
+fields = ["id", "total"]
+order_by = ["total desc"]
+
+[[document.relations.relations]]
+name = "skus"
+cardinality = "many"
+source = "lines"
+on = { id = "order_id" }
+value = "sku"
+"#;
+
+    /// Writes Debezium records (schema-less envelopes; deletes as PostgreSQL sends them, then
+    /// their tombstone) for the sources of the plan.
+    struct Db<'p> {
+        plan: &'p Plan,
+    }
+
+    impl Db<'_> {
+        fn source(&self, name: &str) -> usize {
+            self.plan
+                .sources
+                .iter()
+                .position(|s| s.name == name)
+                .unwrap()
+        }
+        fn key(&self, source: &str, row: &Value) -> String {
+            let key: serde_json::Map<String, Value> = self.plan.sources[self.source(source)]
+                .key
+                .iter()
+                .map(|&c| {
+                    let name = &self.plan.sources[self.source(source)].columns[c].name;
+                    (name.clone(), row[name].clone())
+                })
+                .collect();
+            Value::Object(key).to_string()
+        }
+        fn envelope(&self, source: &str, op: &str, before: &Value, after: &Value) -> Record {
+            let row = if after.is_null() { before } else { after };
+            Record {
+                source: self.source(source),
+                key: Some(self.key(source, row)),
+                value: Some(
+                    json!({"before": before, "after": after, "op": op, "source": {"table": source}})
+                        .to_string(),
+                ),
+            }
+        }
+        fn snapshot(&self, source: &str, row: Value) -> Record {
+            self.envelope(source, "r", &Value::Null, &row)
+        }
+        fn insert(&self, source: &str, row: Value) -> Record {
+            self.envelope(source, "c", &Value::Null, &row)
+        }
+        fn update(&self, source: &str, before: Value, after: Value) -> Record {
+            self.envelope(source, "u", &before, &after)
+        }
+        fn delete(&self, source: &str, before: Value) -> Vec<Record> {
+            let mut tombstone = self.envelope(source, "d", &before, &Value::Null);
+            let delete = tombstone.clone();
+            tombstone.value = None;
+            vec![delete, tombstone]
+        }
+        /// A primary-key change as Debezium writes it: a delete of the old key (and its
+        /// tombstone), then a create of the new one.
+        fn rekey(&self, source: &str, before: Value, after: Value) -> Vec<Record> {
+            let mut out = self.delete(source, before);
+            out.push(self.insert(source, after));
+            out
+        }
+    }
+
+    fn customer(id: i64, name: &str, country: Option<&str>) -> Value {
+        json!({"id": id, "name": name, "country": country})
+    }
+    fn order(id: i64, customer_id: i64, total: i64) -> Value {
+        json!({"id": id, "customer_id": customer_id, "total": total})
+    }
+    fn line(order_id: i64, no: i64, sku: &str) -> Value {
+        json!({"order_id": order_id, "no": no, "sku": sku})
+    }
+    fn country(code: &str, label: &str) -> Value {
+        json!({"code": code, "label": label})
+    }
+
+    /// The documents of one stage: root id → document (as JSON, compared as JSON text).
+    type Docs = BTreeMap<String, String>;
+
+    fn docs(list: &[(i64, Value)]) -> Docs {
+        list.iter()
+            .map(|(id, doc)| (json!({ "id": id }).to_string(), doc.to_string()))
+            .collect()
+    }
+
+    /// What the writes leave: the last value per key, a tombstone removing it.
+    fn left(writes: &[Vec<(String, Option<String>)>]) -> Docs {
+        let mut out = Docs::new();
+        for written in writes {
+            for (key, value) in written {
+                match value {
+                    Some(v) => out.insert(key.clone(), v.clone()),
+                    None => out.remove(key),
+                };
+            }
+        }
+        out
+    }
+
+    /// Checks the documents the writes leave against `expected`, document by document.
+    fn check(
+        stage: &str,
+        workers: usize,
+        writes: &[Vec<(String, Option<String>)>],
+        expected: &Docs,
+    ) {
+        let got = left(writes);
+        for (key, doc) in expected {
+            assert_eq!(
+                got.get(key),
+                Some(doc),
+                "stage {stage}, {workers} workers: document {key}"
+            );
+        }
+        for key in got.keys() {
+            assert!(
+                expected.contains_key(key),
+                "stage {stage}, {workers} workers: unexpected document {key}: {}",
+                got[key]
+            );
+        }
+    }
+
+    #[test]
+    fn moves_deletes_key_changes_one_relations_and_descending_order_give_the_hand_computed_documents(
+    ) {
+        let plan = crate::plan::parse(std::path::Path::new("hand.toml"), PRODUCT).unwrap();
+        let db = Db { plan: &plan };
+        let snapshot = vec![
+            db.snapshot("countries", country("fr", "France")),
+            db.snapshot("countries", country("de", "Germany")),
+            db.snapshot("customers", customer(1, "Ann", Some("fr"))),
+            db.snapshot("customers", customer(2, "Bob", Some("de"))),
+            db.snapshot("customers", customer(3, "Cid", Some("fr"))),
+            db.snapshot("customers", customer(4, "Dee", None)),
+            db.snapshot("customers", customer(5, "Eve", Some("it"))), // no such country
+            db.snapshot("orders", order(10, 1, 50)),
+            db.snapshot("orders", order(11, 1, 70)),
+            db.snapshot("orders", order(12, 2, 20)),
+            db.snapshot("orders", order(13, 3, 5)),
+            db.snapshot("orders", order(14, 3, 30)),
+            db.snapshot("lines", line(10, 1, "a")),
+            db.snapshot("lines", line(10, 2, "b")),
+            db.snapshot("lines", line(11, 1, "c")),
+            db.snapshot("lines", line(12, 1, "d")),
+            db.snapshot("lines", line(13, 1, "e")),
+            db.snapshot("lines", line(14, 1, "f")),
+            db.snapshot("lines", line(14, 2, "a")),
+        ];
+        let eve = json!({"id": 5, "name": "Eve", "country": null, "orders": []});
+        let hydrated = docs(&[
+            (
+                1,
+                json!({"id": 1, "name": "Ann", "country": {"label": "France"}, "orders": [
+                    {"id": 11, "total": 70, "skus": ["c"]},
+                    {"id": 10, "total": 50, "skus": ["a", "b"]}]}),
+            ),
+            (
+                2,
+                json!({"id": 2, "name": "Bob", "country": {"label": "Germany"}, "orders": [
+                    {"id": 12, "total": 20, "skus": ["d"]}]}),
+            ),
+            (
+                3,
+                json!({"id": 3, "name": "Cid", "country": {"label": "France"}, "orders": [
+                    {"id": 14, "total": 30, "skus": ["a", "f"]},
+                    {"id": 13, "total": 5, "skus": ["e"]}]}),
+            ),
+            (
+                4,
+                json!({"id": 4, "name": "Dee", "country": null, "orders": []}),
+            ),
+            (5, eve.clone()),
+        ]);
+
+        // Each stage: its changes (after those of the stages before) and the documents then.
+        let mut stages: Vec<(&str, Vec<Record>, Docs)> = vec![("hydration", Vec::new(), hydrated)];
+
+        // A child moves between parents: order 10 (with its lines) from Ann to Bob.
+        let moved = docs(&[
+            (
+                1,
+                json!({"id": 1, "name": "Ann", "country": {"label": "France"}, "orders": [
+                    {"id": 11, "total": 70, "skus": ["c"]}]}),
+            ),
+            (
+                2,
+                json!({"id": 2, "name": "Bob", "country": {"label": "Germany"}, "orders": [
+                    {"id": 10, "total": 50, "skus": ["a", "b"]},
+                    {"id": 12, "total": 20, "skus": ["d"]}]}),
+            ),
+            (
+                3,
+                json!({"id": 3, "name": "Cid", "country": {"label": "France"}, "orders": [
+                    {"id": 14, "total": 30, "skus": ["a", "f"]},
+                    {"id": 13, "total": 5, "skus": ["e"]}]}),
+            ),
+            (
+                4,
+                json!({"id": 4, "name": "Dee", "country": null, "orders": []}),
+            ),
+            (5, eve.clone()),
+        ]);
+        stages.push((
+            "move",
+            vec![db.update("orders", order(10, 1, 50), order(10, 2, 50))],
+            moved.clone(),
+        ));
+
+        // A parent is deleted before its children: Cid goes, then one of his orders (and its
+        // line). His document is gone and stays gone.
+        let mut parent_gone = moved.clone();
+        parent_gone.remove(&json!({"id": 3}).to_string());
+        let mut changes = db.delete("customers", customer(3, "Cid", Some("fr")));
+        changes.extend(db.delete("orders", order(13, 3, 5)));
+        changes.extend(db.delete("lines", line(13, 1, "e")));
+        stages.push(("parent deleted first", changes, parent_gone.clone()));
+
+        // The parent comes back (another name and country): the order it kept is nested again.
+        let mut returned = parent_gone.clone();
+        returned.insert(
+            json!({"id": 3}).to_string(),
+            json!({"id": 3, "name": "Cid2", "country": {"label": "Germany"}, "orders": [
+                {"id": 14, "total": 30, "skus": ["a", "f"]}]})
+            .to_string(),
+        );
+        stages.push((
+            "parent back",
+            vec![db.insert("customers", customer(3, "Cid2", Some("de")))],
+            returned.clone(),
+        ));
+
+        // Primary-key changes: a root (Dee 4 → 40: a tombstone and a new document) and a child
+        // with its line (order 12 → 15).
+        let mut rekeyed = returned.clone();
+        rekeyed.remove(&json!({"id": 4}).to_string());
+        rekeyed.insert(
+            json!({"id": 40}).to_string(),
+            json!({"id": 40, "name": "Dee", "country": null, "orders": []}).to_string(),
+        );
+        rekeyed.insert(
+            json!({"id": 2}).to_string(),
+            json!({"id": 2, "name": "Bob", "country": {"label": "Germany"}, "orders": [
+                {"id": 10, "total": 50, "skus": ["a", "b"]},
+                {"id": 15, "total": 20, "skus": ["d"]}]})
+            .to_string(),
+        );
+        let mut changes = db.rekey(
+            "customers",
+            customer(4, "Dee", None),
+            customer(40, "Dee", None),
+        );
+        changes.extend(db.rekey("orders", order(12, 2, 20), order(15, 2, 20)));
+        changes.extend(db.rekey("lines", line(12, 1, "d"), line(15, 1, "d")));
+        stages.push(("key changes", changes, rekeyed.clone()));
+
+        // The `one` relation: a country's label changes (every customer of it), a customer
+        // changes country; the descending order: an order's total passes another's; a SKU
+        // changes in a nested list.
+        let last = docs(&[
+            (
+                1,
+                json!({"id": 1, "name": "Ann", "country": {"label": "Deutschland"}, "orders": [
+                    {"id": 11, "total": 70, "skus": ["c"]}]}),
+            ),
+            (
+                2,
+                json!({"id": 2, "name": "Bob", "country": {"label": "Deutschland"}, "orders": [
+                    {"id": 15, "total": 60, "skus": ["d"]},
+                    {"id": 10, "total": 50, "skus": ["a", "z"]}]}),
+            ),
+            (
+                3,
+                json!({"id": 3, "name": "Cid2", "country": {"label": "Deutschland"}, "orders": [
+                    {"id": 14, "total": 30, "skus": ["a", "f"]}]}),
+            ),
+            (
+                40,
+                json!({"id": 40, "name": "Dee", "country": null, "orders": []}),
+            ),
+            (5, eve.clone()),
+        ]);
+        stages.push((
+            "one, order and values",
+            vec![
+                db.update(
+                    "countries",
+                    country("de", "Germany"),
+                    country("de", "Deutschland"),
+                ),
+                db.update(
+                    "customers",
+                    customer(1, "Ann", Some("fr")),
+                    customer(1, "Ann", Some("de")),
+                ),
+                db.update("orders", order(15, 2, 20), order(15, 2, 60)),
+                db.update("lines", line(10, 2, "b"), line(10, 2, "z")),
+            ],
+            last,
+        ));
+
+        // Each stage runs from the start: the snapshot hydrates, then the changes of every stage
+        // up to it come one per time.
+        let events = decoded(&plan, &snapshot);
+        for workers in [1, 2] {
+            let mut changes = Vec::new();
+            for (stage, more, expected) in &stages {
+                changes.extend(more.iter().cloned());
+                let writes = run(&plan, workers, events.clone(), decoded(&plan, &changes), 1);
+                check(stage, workers, &writes, expected);
+                // Eve never changes: her document is written once, at hydration.
+                let eve_key = json!({"id": 5}).to_string();
+                let eve_writes = writes
+                    .iter()
+                    .flatten()
+                    .filter(|(k, _)| k == &eve_key)
+                    .count();
+                assert_eq!(
+                    eve_writes, 1,
+                    "stage {stage}, {workers} workers: Eve written {eve_writes} times"
+                );
+            }
+        }
+    }
+}
