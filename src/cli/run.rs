@@ -106,7 +106,8 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     max_in_flight: u64,
-    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9464), at any path.
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9464), at any path; port 0 takes
+    /// a free port, which the log line `serving metrics` names.
     #[arg(long, env = "DENORM_METRICS_ADDR", value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
     /// No progress bars while catching up (they are drawn only when stderr is a terminal).

@@ -203,6 +203,10 @@ pub fn render() -> String {
 pub fn serve(addr: &str) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+    // The address bound: with port 0, the one the system chose.
+    let addr = listener
+        .local_addr()
+        .map_or(addr.to_owned(), |a| a.to_string());
     tracing::info!(%addr, "serving metrics at /metrics");
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
