@@ -53,6 +53,8 @@ pub struct DeliveryTracker {
     pub supersede: bool,
     pub latest: Mutex<HashMap<Vec<u8>, usize>>,
     pub undelivered: Mutex<Vec<Undelivered>>,
+    /// Records sent again (each time one is).
+    pub resent: AtomicU64,
     /// Sequence number → source timestamp (ms) of the records in flight whose latency is
     /// measured.
     pub source_ms: Mutex<HashMap<usize, i64>>,
@@ -161,6 +163,7 @@ impl DeliveryTracker {
             }
             send_record(producer, record)?;
             sent += 1;
+            self.resent.fetch_add(1, Ordering::Relaxed);
             warn_sometimes(&format!(
                 "the broker did not take records for {} ({}); sending them again",
                 u.topic, u.error
@@ -453,6 +456,11 @@ impl DocWriter for KafkaWriter {
             &self.topic,
             Duration::from_secs(300),
         )
-        .map_err(|e| anyhow::anyhow!("flushing documents to {} failed: {e:#}", self.topic))
+        .map_err(|e| anyhow::anyhow!("flushing documents to {} failed: {e:#}", self.topic))?;
+        let resent = self.tracker.resent.load(Ordering::Relaxed);
+        if resent > 0 {
+            tracing::info!(topic = %self.topic, resent, "records the broker had not taken were sent again");
+        }
+        Ok(())
     }
 }
