@@ -92,20 +92,37 @@ pub fn run(seconds: u64, scale: usize, workers: usize) -> anyhow::Result<()> {
         send(&mut producer, r)?;
         printed += print_until(&printer, Instant::now() + pace);
     }
-    // Let the job finish the last changes before stopping it: wait until the output is quiet.
-    let mut quiet_since = Instant::now();
-    let end = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < end && quiet_since.elapsed() < Duration::from_secs(2) {
-        let more = print_until(&printer, Instant::now() + Duration::from_millis(200));
-        printed += more;
-        if more > 0 {
-            quiet_since = Instant::now();
-        }
+    // Stop once the job has read every record written (its metrics say so): a stop writes the
+    // documents of every record read before the job exits.
+    let read = || -> u64 {
+        let metrics = crate::runtime::metrics::metrics();
+        plan.sources
+            .iter()
+            .map(|s| {
+                metrics
+                    .records_read
+                    .get_or_create(&crate::runtime::metrics::topic(&s.topic))
+                    .get()
+            })
+            .sum()
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    while read() < records.len() as u64 && Instant::now() < end && !job.is_finished() {
+        printed += print_until(&printer, Instant::now() + Duration::from_millis(100));
     }
+    let all_read = read() >= records.len() as u64;
     stop.store(true, Ordering::SeqCst);
     let report = job
         .join()
         .map_err(|_| anyhow::anyhow!("the job thread panicked"))??;
+    anyhow::ensure!(
+        all_read,
+        "the job read {} of the {} records written within 60 s",
+        read(),
+        records.len()
+    );
+    // The documents written while it stopped.
+    printed += print_until(&printer, Instant::now() + Duration::from_millis(500));
     println!(
         "--- denorm read {} records and wrote {} document changes ({printed} printed) ---",
         report.records_read(),
