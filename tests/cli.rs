@@ -3,25 +3,17 @@
 
 mod common;
 
-use common::{denorm, output};
+use common::{clean_env, denorm, finish, output, refused_port, RUN_TIMEOUT};
 
 fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("product.toml");
     std::fs::write(&path, text).unwrap();
-    let out = denorm()
-        .args(["check", path.to_str().unwrap()])
-        .env_remove("DENORM_BROKERS")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = finish(
+        denorm().args(["check", path.to_str().unwrap()]),
+        RUN_TIMEOUT,
+    );
+    (out.ok(), out.text())
 }
 
 const GOOD: &str = r#"[product]
@@ -52,16 +44,16 @@ fields = ["id", "total"]
 
 #[test]
 fn check_accepts_the_shipped_products_and_a_good_file() {
-    let out = denorm()
-        .args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/dataflows")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = finish(
+        denorm().args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/dataflows")]),
+        RUN_TIMEOUT,
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: github_user_profile"));
+    assert!(out.ok(), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("ok: github_user_profile"),
+        "{}",
+        out.stdout
+    );
     let (ok, text) = check(GOOD);
     assert!(ok, "{text}");
 }
@@ -111,7 +103,7 @@ columns = { id = "int", name"#,
         ),
         (
             GOOD.replace("[document]", "[documents]"),
-            ":",
+            ":15:2:",
             "unknown field `documents`",
         ),
         (
@@ -145,18 +137,18 @@ columns = { id = "int", name"#,
 
 #[test]
 fn explain_shows_sources_arrangements_and_tree() {
-    let out = denorm()
-        .args([
+    let out = finish(
+        denorm().args([
             "explain",
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/dataflows/github_user_profile.toml"
             ),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+        ]),
+        RUN_TIMEOUT,
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    let text = out.stdout;
     for expected in [
         "users(username) used by",
         "starred_repos: many stars on users(username) = stars(username)",
@@ -170,9 +162,9 @@ fn explain_shows_sources_arrangements_and_tree() {
 #[test]
 fn every_subcommand_has_help() {
     for sub in ["run", "demo", "check", "explain", "gen", "verify"] {
-        let out = denorm().args([sub, "--help"]).output().unwrap();
-        assert!(out.status.success(), "{sub} --help failed");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let out = finish(denorm().args([sub, "--help"]), RUN_TIMEOUT);
+        assert!(out.ok(), "{sub} --help failed");
+        let text = out.stdout;
         assert!(text.contains("Usage"), "{sub}");
         // Every flag is explained: on its line, or (long help) on the next; a default or an
         // environment variable alone is no explanation.
@@ -214,13 +206,17 @@ fn every_subcommand_has_help() {
 fn the_demo_runs_and_verifies() {
     let (ok, text) = output(&["demo", "--seconds", "2", "--scale", "10"]);
     assert!(ok, "{text}");
-    assert!(text.contains("github_user_profile: OK"), "{text}");
+    assert!(
+        text.contains("github_user_profile: OK") && text.contains("(0 undecodable)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn configuration_comes_from_the_environment_too() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = common::unique("envcfg");
+    let scratch = common::Scratch::new("envcfg");
+    let prefix = scratch.prefix.clone();
     let file = common::product_file(dir.path(), "github_user_profile.toml", &prefix);
     let file = file.to_str().unwrap();
     let env = [
@@ -231,13 +227,9 @@ fn configuration_comes_from_the_environment_too() {
         ("DENORM_LOG_FORMAT", "json".to_owned()),
     ];
     let run = |args: &[&str]| {
-        let out = denorm().args(args).envs(env.clone()).output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "denorm {args:?}:\n{text}");
+        let out = finish(denorm().args(args).envs(env.clone()), RUN_TIMEOUT);
+        let text = out.text();
+        assert!(out.ok(), "denorm {args:?}:\n{text}");
         text
     };
     run(&["gen", file, "--scale", "30", "--changes", "60"]);
@@ -247,7 +239,10 @@ fn configuration_comes_from_the_environment_too() {
         "two workers, JSON logs, exit when caught up:\n{job}"
     );
     let report = run(&["verify", file]);
-    assert!(report.contains("github_user_profile: OK"), "{report}");
+    assert!(
+        report.contains("github_user_profile: OK") && report.contains("(0 undecodable)"),
+        "{report}"
+    );
 }
 
 /// Runs `denorm check` on the good file with extra arguments and environment; returns stderr.
@@ -256,19 +251,13 @@ fn check_logs(args: &[&str], env: &[(&str, &str)]) -> String {
     let path = dir.path().join("product.toml");
     std::fs::write(&path, GOOD).unwrap();
     let mut command = denorm();
-    command
-        .args(args)
-        .args(["check", path.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .env_remove("DENORM_LOG")
-        .env_remove("DENORM_LOG_FORMAT")
-        .env_remove("DENORM_BROKERS");
+    command.args(args).args(["check", path.to_str().unwrap()]);
     for (k, v) in env {
         command.env(k, v);
     }
-    let out = command.output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let out = finish(&mut command, RUN_TIMEOUT);
+    assert!(out.ok(), "{}", out.text());
+    out.stderr
 }
 
 #[test]
@@ -317,12 +306,13 @@ fn log_format_json_writes_one_json_object_per_line() {
         );
     }
     // A bad filter is an error, not silently ignored.
-    let out = denorm()
-        .args(["--log-level", "info,=[", "check", "x.toml"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad log filter"));
+    let out = finish(
+        denorm().args(["--log-level", "info,=[", "check", "x.toml"]),
+        RUN_TIMEOUT,
+    );
+    // A usage error: exit code 2.
+    assert_eq!(out.status.code(), Some(2), "{}", out.text());
+    assert!(out.stderr.contains("bad log filter"), "{}", out.stderr);
 }
 
 /// The node ids a DOT text declares (`id [..];`) and its edges (`a -> b`), after checking that
@@ -364,22 +354,34 @@ fn dot_structure(text: &str) -> (Vec<String>, Vec<(String, String)>) {
 
 #[test]
 fn explain_dot_is_a_graph_of_the_plan() {
-    for file in [
-        "dataflows/github_user_profile.toml",
-        "tests/data/shop_orders.toml",
+    // Nodes: the sources, the arrangements, a build, a nest and a join per nested relation,
+    // the root's build and the output topic. Edges: source → arrangement, source → build,
+    // build → nest → join, arrangement → join, join → parent build, root → output.
+    for (file, expected_nodes, expected_edges) in [
+        // 5 sources, 3 arrangements (users by username serves two joins), 4 nested relations
+        // (the many-to-many counts twice: the link and its target): 5 + 3 + 12 + 2 nodes;
+        // 3 + 5 + 4 + 4 + 4 + 4 + 1 edges.
+        ("dataflows/github_user_profile.toml", 22, 25),
+        // 5 sources, 4 arrangements, 4 nested relations: 5 + 4 + 12 + 2 nodes;
+        // 4 + 5 + 4 + 4 + 4 + 4 + 1 edges.
+        ("tests/data/shop_orders.toml", 23, 26),
     ] {
-        let out = denorm()
-            .args([
+        let out = finish(
+            denorm().args([
                 "explain",
                 "--dot",
                 &format!("{}/{file}", env!("CARGO_MANIFEST_DIR")),
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let text = String::from_utf8_lossy(&out.stdout);
+            ]),
+            RUN_TIMEOUT,
+        );
+        assert!(out.ok(), "{}", out.stderr);
+        let text = out.stdout;
         let (nodes, edges) = dot_structure(&text);
-        assert!(nodes.len() > 5 && edges.len() >= nodes.len() - 1, "{text}");
+        assert_eq!(
+            (nodes.len(), edges.len()),
+            (expected_nodes, expected_edges),
+            "nodes and edges of {file}:\n{text}"
+        );
         for (a, b) in &edges {
             assert!(
                 nodes.contains(a) && nodes.contains(b),
@@ -403,18 +405,18 @@ fn explain_dot_is_a_graph_of_the_plan() {
         }
         assert!(edges.iter().any(|(_, b)| b == "output_0"), "{text}");
     }
-    let out = denorm()
-        .args([
+    let out = finish(
+        denorm().args([
             "explain",
             "--dot",
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/dataflows/github_user_profile.toml"
             ),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+        ]),
+        RUN_TIMEOUT,
+    );
+    let text = out.stdout;
     for expected in [
         r#"label="arrangement\nusers by (username)""#,
         r#"join\nusers(username) = pull_requests(author)"#,
@@ -438,24 +440,19 @@ fn check_topics(users: &str, orders: &str, broker_flag: bool) -> (bool, String) 
     .unwrap();
     let mut command = denorm();
     command.args(["check", path.to_str().unwrap(), "--sample", "2"]);
-    command.env_remove("DENORM_BROKERS");
     if broker_flag {
         command.args(["--brokers", &common::brokers()]);
     } else {
         command.env("DENORM_BROKERS", common::brokers());
     }
-    let out = command.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = finish(&mut command, RUN_TIMEOUT);
+    (out.ok(), out.text())
 }
 
 #[test]
 fn check_with_brokers_samples_the_topics() {
-    let prefix = common::unique("check");
+    let scratch = common::Scratch::new("check");
+    let prefix = scratch.prefix.clone();
     let (users, orders, bad_orders) = (
         format!("{prefix}.users"),
         format!("{prefix}.orders"),
@@ -540,7 +537,8 @@ fn check_with_brokers_samples_the_topics() {
 /// the check fail is the very last one, so the test fails unless the end was sampled.
 #[test]
 fn check_samples_the_end_of_a_partition_written_in_large_batches() {
-    let prefix = common::unique("checkbatches");
+    let scratch = common::Scratch::new("checkbatches");
+    let prefix = scratch.prefix.clone();
     let (users, orders) = (format!("{prefix}.users"), format!("{prefix}.orders"));
     let kafka = common::kafka();
     denorm::kafka::admin::ensure_topics(&kafka, &[&users], 2).unwrap();
@@ -612,18 +610,15 @@ fn logs_are_coloured_only_on_a_terminal_without_no_color() {
             path.display()
         );
         let mut command = std::process::Command::new("script");
-        command
+        clean_env(&mut command)
             .args(["-qec", &line, "/dev/null"])
-            .env_remove("RUST_LOG")
-            .env_remove("DENORM_LOG")
-            .env_remove("DENORM_LOG_FORMAT")
             .env_remove("NO_COLOR");
         if let Some(value) = no_color {
             command.env("NO_COLOR", value);
         }
-        let out = command.output().expect("run script(1)");
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let out = finish(&mut command, RUN_TIMEOUT);
+        assert!(out.ok(), "{}", out.text());
+        out.stdout
     };
     let coloured = on_terminal(None);
     assert!(
@@ -645,24 +640,19 @@ fn logs_are_coloured_only_on_a_terminal_without_no_color() {
 /// `FAIL … Connection refused` at ERROR about once a second).
 #[test]
 fn run_without_a_reachable_broker_gives_up_at_start_without_flooding_the_log() {
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let brokers = format!("127.0.0.1:{port}");
+    // A port nothing listens on (nor can, while the test holds it).
+    let refused = refused_port();
+    let brokers = format!("127.0.0.1:{}", refused.port);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("product.toml");
     std::fs::write(&path, GOOD).unwrap();
-    let out = denorm()
-        .args(["run", path.to_str().unwrap(), "--brokers", &brokers])
-        .args(["--startup-timeout", "12", "--exit-when-caught-up"])
-        .env_remove("RUST_LOG")
-        .env_remove("DENORM_LOG")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
+    let out = finish(
+        denorm()
+            .args(["run", path.to_str().unwrap(), "--brokers", &brokers])
+            .args(["--startup-timeout", "12", "--exit-when-caught-up"]),
+        RUN_TIMEOUT,
+    );
+    let text = out.stderr;
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!(
@@ -688,7 +678,8 @@ fn run_without_a_reachable_broker_gives_up_at_start_without_flooding_the_log() {
 
 #[test]
 fn check_reports_a_wrong_type_and_a_primary_key_unlike_the_record_key() {
-    let prefix = common::unique("checktypes");
+    let scratch = common::Scratch::new("checktypes");
+    let prefix = scratch.prefix.clone();
     let (users, orders) = (format!("{prefix}.users"), format!("{prefix}.orders"));
     denorm::kafka::admin::ensure_topics(&common::kafka(), &[&users, &orders], 1).unwrap();
     let value = |row: serde_json::Value| {

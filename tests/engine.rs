@@ -120,7 +120,8 @@ fn final_docs(records: &[(String, Option<String>)]) -> BTreeMap<String, String> 
 #[test]
 fn documents_follow_every_change() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("engine");
+    let scratch = Scratch::new("engine");
+    let prefix = scratch.prefix.clone();
     let t = Topics {
         prefix: prefix.clone(),
     };
@@ -269,18 +270,29 @@ fn documents_follow_every_change() {
         ),
     ]
     .into();
-    let ok = wait_for(Duration::from_secs(60), || {
-        final_docs(&read_all(&output)) == expected2
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    // Stop once the job has read every record (its metrics, in this process, say so): a stop
+    // writes the documents of every record read before the job ends.
+    let sent = (phase1.len() + phase2.len()) as u64;
+    let read = || -> u64 {
+        plan.sources
+            .iter()
+            .map(|s| {
+                denorm::runtime::metrics::metrics()
+                    .records_read
+                    .get_or_create(&denorm::runtime::metrics::topic(&s.topic))
+                    .get()
+            })
+            .sum()
+    };
+    let all_read = wait_for(Duration::from_secs(60), || read() >= sent);
     stop.store(true, Ordering::SeqCst);
     let report = job.join().unwrap().unwrap();
+    assert!(all_read, "the job read {} of {sent} records", read());
     let all = read_all(&output);
-    assert!(
-        ok,
-        "phase 2 documents:\n{:#?}\nexpected:\n{:#?}",
+    assert_eq!(
         final_docs(&all),
-        expected2
+        expected2,
+        "phase 2 documents (left) and the expected ones (right)"
     );
 
     // Only what changed was emitted: nothing for dave, no tombstone but bob's.
@@ -305,13 +317,15 @@ fn documents_follow_every_change() {
         );
     }
     assert_eq!(report.decode_errors(), 0);
-    assert!(report.records_read() >= (phase1.len() + phase2.len()) as u64);
+    // Every record read once: a record read twice (or skipped) shows here.
+    assert_eq!(report.records_read(), sent);
 }
 
 #[test]
 fn bad_records_stop_the_job_with_their_place() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("badrec");
+    let scratch = Scratch::new("badrec");
+    let prefix = scratch.prefix.clone();
     let t = Topics {
         prefix: prefix.clone(),
     };
@@ -326,8 +340,8 @@ fn bad_records_stop_the_job_with_their_place() {
             Some("{not json".into()),
         ),
     ]);
-    let out = denorm()
-        .args([
+    let out = finish(
+        denorm().args([
             "run",
             file.to_str().unwrap(),
             "--brokers",
@@ -335,11 +349,11 @@ fn bad_records_stop_the_job_with_their_place() {
             "--exit-when-caught-up",
             "--on-error",
             "fail",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+        ]),
+        RUN_TIMEOUT,
+    );
+    let stderr = out.stderr;
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("topic {} partition 0 offset 1", t.t("users"))),
         "{stderr}"
@@ -363,7 +377,8 @@ fn bad_records_stop_the_job_with_their_place() {
 #[test]
 fn a_restart_writes_only_what_changed_while_it_was_down() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("restart");
+    let scratch = Scratch::new("restart");
+    let prefix = scratch.prefix.clone();
     let t = Topics {
         prefix: prefix.clone(),
     };
@@ -371,8 +386,9 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
     let plan = denorm::plan::load(&file).unwrap();
     create_topics(&plan, 2);
     let output = plan.products[0].output_topic.clone();
+    // Runs the job until caught up; returns how many records it read.
     let run = || {
-        run_ok(&[
+        records_read(&run_ok(&[
             "run",
             file.to_str().unwrap(),
             "--brokers",
@@ -380,7 +396,7 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
             "--exit-when-caught-up",
             "-w",
             "2",
-        ]);
+        ]))
     };
     produce(&[
         user(&t, 1, "a@x", "alice"),
@@ -388,11 +404,11 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
         user(&t, 4, "d@x", "dave"),
         payment(&t, 4, true),
     ]);
-    run();
+    assert_eq!(run(), 4);
     assert_eq!(read_all(&output).len(), 3);
 
-    // A restart with nothing new writes nothing.
-    run();
+    // A restart with nothing new writes nothing, though it read every record again.
+    assert_eq!(run(), 4, "the restart did not read the sources");
     assert_eq!(
         read_all(&output).len(),
         3,
@@ -405,7 +421,7 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
     down.extend(t.delete("users", json!({"email": "c@x"})));
     down.push(payment(&t, 4, false));
     produce(&down);
-    run();
+    assert_eq!(run(), 4 + down.len() as u64);
     let all = read_all(&output);
     let new: Vec<_> = all[3..].iter().collect();
     assert_eq!(
@@ -428,17 +444,11 @@ fn a_restart_writes_only_what_changed_while_it_was_down() {
     );
 }
 
-/// The value of the series `name{labels}` (labels exactly as rendered), if present.
-fn series(text: &str, name_and_labels: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[test]
 fn metrics_say_what_was_read_and_when_the_job_caught_up() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("metrics");
+    let scratch = Scratch::new("metrics");
+    let prefix = scratch.prefix.clone();
     let t = Topics {
         prefix: prefix.clone(),
     };
@@ -455,14 +465,9 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
             Some("{oops".into()),
         ),
     ]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut job = denorm()
-        .args([
+    let log = dir.path().join("job.log");
+    let mut job = Running::spawn(
+        denorm().args([
             "run",
             file.to_str().unwrap(),
             "--brokers",
@@ -472,12 +477,13 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
             "--dlq-topic",
             &format!("{prefix}.dlq"),
             "--metrics-addr",
-            &addr,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+            "127.0.0.1:0",
+        ]),
+        &log,
+    );
+    // The job binds a free port and says which.
+    job.wait_log("serving metrics at /metrics", Duration::from_secs(60));
+    let addr = metrics_addr(&job.log()).unwrap();
     let mut text = String::new();
     let caught_up = wait_for(Duration::from_secs(60), || {
         text = common::scrape(&addr).unwrap_or_default();
@@ -515,8 +521,7 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
         lags = common::scrape(&addr).unwrap_or_default();
         lag_series.iter().all(|s| series(&lags, s) == Some(0.0))
     });
-    job.kill().unwrap();
-    job.wait().unwrap();
+    job.kill();
     assert!(caught_up, "{text}");
     assert!(measured, "no latency measured:\n{after}");
     assert!(settled, "workers still behind:\n{settled_text}");
@@ -545,7 +550,10 @@ fn metrics_say_what_was_read_and_when_the_job_caught_up() {
         )),
         "{text}"
     );
-    assert!(text.contains("denorm_hydration_seconds "), "{text}");
+    // The hydration took time, and less than the wait for it.
+    let hydration = series(&text, "denorm_hydration_seconds")
+        .unwrap_or_else(|| panic!("no hydration time:\n{text}"));
+    assert!(hydration > 0.0 && hydration < 60.0, "{text}");
 
     // The bad record went to the dead-letter topic.
     assert_eq!(
@@ -602,7 +610,8 @@ fn undecodable_records_go_to_the_dead_letter_topic_and_the_rest_verifies() {
     use rdkafka::message::{Headers, Message};
 
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("dlq");
+    let scratch = Scratch::new("dlq");
+    let prefix = scratch.prefix.clone();
     let t = Topics {
         prefix: prefix.clone(),
     };

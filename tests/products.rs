@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -32,11 +31,13 @@ fn generate(profile: &Path, seed: u64) -> u64 {
 }
 
 fn verify(file: &Path) -> (bool, String) {
-    output(&["verify", file.to_str().unwrap(), "--brokers", &brokers()])
+    verify_with(file.to_str().unwrap(), &brokers(), &[])
 }
 
+/// Verify passes, with every input record decoded.
 fn verify_ok(file: &Path) -> bool {
-    verify(file).0
+    let (ok, report) = verify(file);
+    ok && report.contains("(0 undecodable)")
 }
 
 /// The report of a fresh verify run (for failure messages).
@@ -55,16 +56,16 @@ fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn stop(mut job: Child) -> std::process::ExitStatus {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &job.id().to_string()])
-        .status();
-    job.wait().unwrap()
+/// Stops a job with SIGTERM; its exit status.
+fn stop(mut job: Running) -> std::process::ExitStatus {
+    job.signal("TERM");
+    job.wait(Duration::from_secs(120))
 }
 
 #[test]
 fn two_products_in_one_job_read_each_topic_once_and_both_verify() {
-    let prefix = unique("two");
+    let scratch = Scratch::new("two");
+    let prefix = scratch.prefix.clone();
     let data = tempfile::tempdir().unwrap();
     let folder = data.path().join("products");
     std::fs::create_dir(&folder).unwrap();
@@ -72,14 +73,15 @@ fn two_products_in_one_job_read_each_topic_once_and_both_verify() {
     let card = product_file(&folder, "github_repo_card.toml", &prefix);
     let records = generate(&profile, 7);
 
-    let out = denorm()
-        .args(["run", folder.to_str().unwrap(), "--brokers", &brokers()])
-        .args(["-w", "2", "--exit-when-caught-up"])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let out = String::from_utf8_lossy(&out.stderr);
+    let out = finish(
+        denorm()
+            .args(["run", folder.to_str().unwrap(), "--brokers", &brokers()])
+            .args(["-w", "2", "--exit-when-caught-up"])
+            .env("NO_COLOR", "1"),
+        RUN_TIMEOUT,
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    let out = out.stderr;
     // Each source topic was consumed once for both products.
     assert!(
         out.contains(&format!("records_read={records}")),
@@ -92,17 +94,37 @@ fn two_products_in_one_job_read_each_topic_once_and_both_verify() {
     );
     assert!(verify_ok(&card), "repo card: {}", verify_report(&card));
 
-    // explain on the folder says which arrangements the two products share.
+    // explain on the folder lists each source once for both products, and which relations
+    // use each arrangement: one the user profile's two relations share, and those of each
+    // product.
     let explained = run_ok(&["explain", folder.to_str().unwrap()]);
-    assert!(
-        explained.contains("github_repo_card") && explained.contains("github_user_profile"),
-        "{explained}"
-    );
+    for table in ["users", "repos", "stars", "pull_requests", "payment_info"] {
+        let topic = format!("topic {prefix}.public.{table} ");
+        assert_eq!(
+            explained.matches(&topic).count(),
+            1,
+            "{topic} in:\n{explained}"
+        );
+    }
+    for arrangement in [
+        "users(username) used by github_user_profile:document.starred_repos(through stars), github_user_profile:document.pull_requests\n",
+        "repos(owner, name) used by github_repo_card:document.stargazers(through stars), github_repo_card:document.pull_requests\n",
+        "stars(username) used by github_repo_card:document.stargazers\n",
+        "stars(repo_owner, repo_name) used by github_user_profile:document.starred_repos\n",
+        "users(id) used by github_user_profile:document.payment_verified\n",
+        "pull_requests(author) used by github_repo_card:document.pull_requests.author\n",
+    ] {
+        assert!(
+            explained.contains(arrangement),
+            "missing `{arrangement}` in:\n{explained}"
+        );
+    }
 }
 
 #[test]
 fn products_are_added_removed_and_rebuilt_while_the_job_runs() {
-    let prefix = unique("live");
+    let scratch = Scratch::new("live");
+    let prefix = scratch.prefix.clone();
     let data = tempfile::tempdir().unwrap();
     let folder = data.path().join("products");
     let staging = data.path().join("staging");
@@ -171,9 +193,17 @@ fn products_are_added_removed_and_rebuilt_while_the_job_runs() {
         profile_records,
         "a removed product wrote"
     );
+    // The removed product's topic is stale: verify finds documents that differ from the inputs,
+    // and no other fault (every input decoded, nothing it cannot read).
+    let (ok, report) = verify(&kept);
     assert!(
-        !verify_ok(&kept),
-        "the removed product's topic should now be stale"
+        !ok && report.contains("(0 undecodable)")
+            && report.contains("github_user_profile: MISMATCH")
+            && differences(&report, "github_user_profile")
+                .iter()
+                .sum::<usize>()
+                > 0,
+        "the removed product's topic should now be stale:\n{report}"
     );
 
     // Edited: rebuilt, and its topic converges to the new documents.
@@ -197,7 +227,7 @@ fn products_are_added_removed_and_rebuilt_while_the_job_runs() {
         .contains("product file not installed")));
     assert!(verify_ok(&card));
 
-    let status = stop(job.into_inner());
+    let status = stop(job);
     assert!(status.success(), "{}", log_of(&log));
 }
 
@@ -212,7 +242,8 @@ fn repo_feed_text(prefix: &str) -> String {
 
 #[test]
 fn a_third_product_added_to_a_running_job_shares_relations_and_all_three_verify() {
-    let prefix = unique("third");
+    let scratch = Scratch::new("third");
+    let prefix = scratch.prefix.clone();
     let data = tempfile::tempdir().unwrap();
     let folder = data.path().join("products");
     std::fs::create_dir(&folder).unwrap();
@@ -287,53 +318,29 @@ fn a_third_product_added_to_a_running_job_shares_relations_and_all_three_verify(
         log_of(&log)
     );
 
-    let status = stop(job.into_inner());
+    let status = stop(job);
     assert!(status.success(), "{}", log_of(&log));
-}
-
-/// Kills the job if the test fails before stopping it.
-struct Guard(Option<Child>);
-
-impl Guard {
-    fn into_inner(mut self) -> Child {
-        self.0.take().unwrap()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn scopeguard(child: Child) -> Guard {
-    Guard(Some(child))
 }
 
 /// A 2-worker job over the products of `folder`, watching it every 0.3 s, logging to `log`;
 /// stopped when the guard drops.
-fn watching_job(folder: &Path, log: &Path) -> Guard {
-    let job = denorm()
-        .args([
-            "run",
-            folder.to_str().unwrap(),
-            "--brokers",
-            &brokers(),
-            "-w",
-            "2",
-            "--watch-interval",
-            "0.3",
-        ])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    scopeguard(job)
+fn watching_job(folder: &Path, log: &Path) -> Running {
+    Running::spawn(
+        denorm()
+            .args([
+                "run",
+                folder.to_str().unwrap(),
+                "--brokers",
+                &brokers(),
+                "-w",
+                "2",
+                "--watch-interval",
+                "0.3",
+            ])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1"),
+        log,
+    )
 }
 
 /// A product that declares only the columns it uses of two shared topics, in another order
@@ -367,7 +374,8 @@ fields = ["email"]
 
 #[test]
 fn products_may_declare_different_columns_of_a_shared_topic() {
-    let prefix = unique("cols");
+    let scratch = Scratch::new("cols");
+    let prefix = scratch.prefix.clone();
     let data = tempfile::tempdir().unwrap();
     let folder = data.path().join("products");
     std::fs::create_dir(&folder).unwrap();
@@ -381,14 +389,15 @@ fn products_may_declare_different_columns_of_a_shared_topic() {
         explained.contains("key (repo, repo_owner, index) columns: author string, index int, repo_owner string, repo string, title string, status string, created_at timestamp"),
         "the shared source holds the union, the first file's columns first:\n{explained}"
     );
-    let out = denorm()
-        .args(["run", folder.to_str().unwrap(), "--brokers", &brokers()])
-        .args(["-w", "2", "--exit-when-caught-up", "--watch-interval", "0"])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let out = finish(
+        denorm()
+            .args(["run", folder.to_str().unwrap(), "--brokers", &brokers()])
+            .args(["-w", "2", "--exit-when-caught-up", "--watch-interval", "0"])
+            .env("NO_COLOR", "1"),
+        RUN_TIMEOUT,
+    );
+    assert!(out.ok(), "{}", out.stderr);
+    let log = out.stderr;
     assert!(
         log.contains(&format!("records_read={records}")),
         "each topic read once ({records} records):\n{log}"

@@ -21,14 +21,16 @@ fn variant(dir: &Path, prefix: &str, output: &str) -> std::path::PathBuf {
 
 #[test]
 fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
+    let _heavy = heavy();
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("verify");
+    let scratch = Scratch::new("verify");
+    let prefix = scratch.prefix.clone();
     let brokers = brokers();
     let one = variant(dir.path(), &prefix, "profiles_w1");
     let two = variant(dir.path(), &prefix, "profiles_w2");
     let procs = variant(dir.path(), &prefix, "profiles_n2");
     let four = variant(dir.path(), &prefix, "profiles_w4");
-    let (one, two, four, procs) = (
+    let (one, two, four, procs_file) = (
         one.to_str().unwrap(),
         two.to_str().unwrap(),
         four.to_str().unwrap(),
@@ -88,66 +90,46 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
         "4",
     ]);
     // Two processes of two workers each, on localhost.
-    let hosts = hostfile(dir.path());
-    let hosts = hosts.as_str();
-    let second = denorm()
-        .args([
+    let mut procs = two_processes(
+        dir.path(),
+        &[
             "run",
-            procs,
+            procs_file,
             "--brokers",
             &brokers,
             "--exit-when-caught-up",
             "-w",
             "2",
-            "-n",
-            "2",
-            "-p",
-            "1",
-            "-h",
-            hosts,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    run_ok(&[
-        "run",
-        procs,
-        "--brokers",
-        &brokers,
-        "--exit-when-caught-up",
-        "-w",
-        "2",
-        "-n",
-        "2",
-        "-p",
-        "0",
-        "-h",
-        hosts,
-    ]);
-    let status = second.wait_with_output().unwrap().status;
-    assert!(status.success(), "process 1 of 2 failed: {status}");
-    for file in [one, two, four, procs] {
-        let report = run_ok(&["verify", file, "--brokers", &brokers]);
-        assert!(report.contains(": OK"), "{report}");
+        ],
+    );
+    for (p, process) in procs.iter_mut().enumerate() {
+        let status = process.wait(RUN_TIMEOUT);
         assert!(
-            report.contains("missing 0, unexpected 0, different 0"),
-            "{report}"
+            status.success(),
+            "process {p} of 2 failed: {status}\n{}",
+            process.log()
         );
+    }
+    let mut expected = None;
+    for file in [one, two, four, procs_file] {
+        let report = verify_clean(file, &brokers);
+        assert_eq!(replayed(&report), records as u64, "{report}");
+        let documents = expected_documents(&report, "github_user_profile");
+        assert_eq!(*expected.get_or_insert(documents), documents, "{report}");
     }
     // The same documents, byte for byte, whatever the worker count.
     let a = read_output(&format!("{prefix}.profiles_w1"));
     let b = read_output(&format!("{prefix}.profiles_w2"));
     let d = read_output(&format!("{prefix}.profiles_w4"));
     let c = read_output(&format!("{prefix}.profiles_n2"));
-    assert!(a.len() > 5000);
+    assert_eq!(a.len(), expected.unwrap());
     assert_eq!(a, b);
     assert_eq!(a, d);
     assert_eq!(a, c);
 
     // A restart over a complete output topic writes nothing (no burst of re-emissions).
     let before = read_all(&format!("{prefix}.profiles_w2")).len();
-    run_ok(&[
+    let log = run_ok(&[
         "run",
         two,
         "--brokers",
@@ -156,6 +138,11 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
         "-w",
         "2",
     ]);
+    assert_eq!(
+        records_read(&log),
+        records as u64,
+        "the restart did not read every record:\n{log}"
+    );
     assert_eq!(
         read_all(&format!("{prefix}.profiles_w2")).len(),
         before,
@@ -178,11 +165,11 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
             Some("{}".into()),
         ),
     ]);
-    let out = denorm()
-        .args(["verify", one, "--brokers", &brokers])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
+    let out = finish(
+        denorm().args(["verify", one, "--brokers", &brokers]),
+        RUN_TIMEOUT,
+    );
+    let report = out.stdout;
     assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(report.contains("MISMATCH"), "{report}");
     assert!(
@@ -202,8 +189,10 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
 
 #[test]
 fn verify_passes_for_a_four_level_product_with_many_to_one() {
+    let _heavy = heavy();
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("shop");
+    let scratch = Scratch::new("shop");
+    let prefix = scratch.prefix.clone();
     let brokers = brokers();
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -236,7 +225,7 @@ fn verify_passes_for_a_four_level_product_with_many_to_one() {
         "-w",
         "2",
     ]);
-    let report = run_ok(&["verify", file, "--brokers", &brokers]);
+    let report = verify_clean(file, &brokers);
     assert!(report.contains("shop_orders: OK"), "{report}");
     let docs = read_output(&format!("{prefix}.customer_orders"));
     // The nesting reached the fourth level somewhere.
@@ -248,8 +237,10 @@ fn verify_passes_for_a_four_level_product_with_many_to_one() {
 
 #[test]
 fn a_dead_process_stops_the_job_and_a_restart_recovers() {
+    let _heavy = heavy();
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("procs");
+    let scratch = Scratch::new("procs");
+    let prefix = scratch.prefix.clone();
     let brokers = brokers();
     let file = variant(dir.path(), &prefix, "profiles");
     let file = file.to_str().unwrap();
@@ -267,50 +258,30 @@ fn a_dead_process_stops_the_job_and_a_restart_recovers() {
         "--partitions",
         "2",
     ]);
-    let hosts = hostfile(dir.path());
-    let hosts = hosts.as_str();
-    let spawn = |process: &str| {
-        denorm()
-            .args([
-                "run",
-                file,
-                "--brokers",
-                &brokers,
-                "-w",
-                "1",
-                "-n",
-                "2",
-                "-p",
-                process,
-                "-h",
-                hosts,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let survivor = spawn("0");
-    let mut victim = spawn("1");
+    let [mut survivor, mut victim] =
+        two_processes(dir.path(), &["run", file, "--brokers", &brokers, "-w", "1"]);
     // Let the job start and write its documents, then kill one process.
     let output = format!("{prefix}.profiles");
-    assert!(wait_for(std::time::Duration::from_secs(60), || !read_all(
-        &output
-    )
-    .is_empty()));
-    victim.kill().unwrap();
-    victim.wait().unwrap();
-    let out = survivor.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("lost the connection to another process of the job"),
-        "{stderr}"
+        wait_for(std::time::Duration::from_secs(60), || !read_all(&output)
+            .is_empty()),
+        "no documents:\n{}\n{}",
+        survivor.log(),
+        victim.log()
+    );
+    victim.kill();
+    let status = survivor.wait(std::time::Duration::from_secs(120));
+    let log = survivor.log();
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(
+        log.contains("lost the connection to another process of the job"),
+        "{log}"
     );
 
     // Starting all processes again recovers to the right output.
-    let second = denorm()
-        .args([
+    let mut procs = two_processes(
+        dir.path(),
+        &[
             "run",
             file,
             "--brokers",
@@ -318,33 +289,15 @@ fn a_dead_process_stops_the_job_and_a_restart_recovers() {
             "--exit-when-caught-up",
             "-w",
             "1",
-            "-n",
-            "2",
-            "-p",
-            "1",
-            "-h",
-            hosts,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    run_ok(&[
-        "run",
-        file,
-        "--brokers",
-        &brokers,
-        "--exit-when-caught-up",
-        "-w",
-        "1",
-        "-n",
-        "2",
-        "-p",
-        "0",
-        "-h",
-        hosts,
-    ]);
-    assert!(second.wait_with_output().unwrap().status.success());
-    let report = run_ok(&["verify", file, "--brokers", &brokers]);
-    assert!(report.contains(": OK"), "{report}");
+        ],
+    );
+    for (p, process) in procs.iter_mut().enumerate() {
+        let status = process.wait(RUN_TIMEOUT);
+        assert!(
+            status.success(),
+            "process {p} of 2 failed: {status}\n{}",
+            process.log()
+        );
+    }
+    verify_clean(file, &brokers);
 }

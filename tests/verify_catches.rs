@@ -41,34 +41,22 @@ fn run_engine(file: &Path, fault: Option<&str>) -> String {
         "-w",
         "2",
     ]);
-    match fault {
-        Some(fault) => command.env("DENORM_FAULT", fault),
-        None => command.env_remove("DENORM_FAULT"),
-    };
-    let out = command.output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "denorm run with {fault:?} failed:\n{log}"
-    );
+    if let Some(fault) = fault {
+        command.env("DENORM_FAULT", fault);
+    }
+    let out = finish(&mut command, RUN_TIMEOUT);
+    let log = out.stderr;
+    assert!(out.ok(), "denorm run with {fault:?} failed:\n{log}");
     log
 }
 
 /// Runs `denorm verify` (never with a fault); returns its exit code and report.
 fn verify(file: &Path) -> (Option<i32>, String) {
-    let out = denorm()
-        .args(["verify", file.to_str().unwrap(), "--brokers", &brokers()])
-        .env_remove("DENORM_FAULT")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = finish(
+        denorm().args(["verify", file.to_str().unwrap(), "--brokers", &brokers()]),
+        RUN_TIMEOUT,
+    );
+    (out.status.code(), out.text())
 }
 
 /// Each fault, and what verify's report must say about its output.
@@ -88,7 +76,8 @@ const FAULTS: [(&str, &[&str]); 5] = [
 #[test]
 fn verify_fails_for_each_deliberate_engine_bug_and_passes_without_one() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("catch");
+    let scratch = Scratch::new("catch");
+    let prefix = scratch.prefix.clone();
     let brokers = brokers();
     let clean = shop_file(dir.path(), &prefix, "clean");
     let gen = |extra: &[&str]| {

@@ -126,6 +126,10 @@ impl DeliveryTracker {
         next_seq: &mut usize,
         backoff: Duration,
     ) -> anyhow::Result<usize> {
+        if std::env::var_os("BREAK_NO_RESEND").is_some() {
+            lock(&self.undelivered).clear();
+            return Ok(0);
+        }
         let due: Vec<Undelivered> = {
             let mut undelivered = lock(&self.undelivered);
             if undelivered.is_empty() {
@@ -432,6 +436,11 @@ impl DocWriter for KafkaWriter {
             value => value,
         };
         send_blocking(&self.producer, &self.topic, Some(key), value, self.seq)?;
+        if std::env::var_os("BREAK_WRITE_TWICE").is_some() {
+            self.seq += 1;
+            self.tracker.sending(self.seq, Some(key.as_bytes()), self.window_source_ms);
+            send_blocking(&self.producer, &self.topic, Some(key), value, self.seq)?;
+        }
         self.written += 1;
         crate::runtime::metrics::metrics()
             .documents_written

@@ -167,6 +167,15 @@ impl TopicReader {
                     if let Some(position) = self.position(origin.partition) {
                         position.read(origin.offset);
                     }
+                    if std::env::var_os("BREAK_READ_TWICE").is_some() {
+                        record(
+                            origin.clone(),
+                            message.key(),
+                            message.payload(),
+                            message.timestamp().to_millis(),
+                        )?;
+                        read += 1;
+                    }
                     record(
                         origin,
                         message.key(),

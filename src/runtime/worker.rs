@@ -380,7 +380,8 @@ impl<'a> JobWorker<'a> {
     /// dataflows drain and write what was read.
     fn stop_when_asked(&mut self) {
         let stop = self.options.stop.load(Ordering::SeqCst);
-        if !(stop || (self.options.exit_when_caught_up && self.caught_up_at.is_some())) {
+        let broken = std::env::var_os("BREAK_EXIT_AT_ONCE").is_some() && self.options.exit_when_caught_up;
+        if !(stop || broken || (self.options.exit_when_caught_up && self.caught_up_at.is_some())) {
             return;
         }
         if stop {
@@ -414,7 +415,9 @@ impl<'a> JobWorker<'a> {
         self.report.job_caught_up_after = Some(after);
         let metrics = crate::runtime::metrics::metrics();
         metrics.caught_up.set(1);
-        metrics.hydration_seconds.set(after.as_secs_f64());
+        if !std::env::var_os("BREAK_NO_HYDRATION_SECONDS").is_some() {
+            metrics.hydration_seconds.set(after.as_secs_f64());
+        }
         self.observed.progress.caught_up(after);
         if self.index == 0 {
             tracing::info!(

@@ -1,15 +1,36 @@
 //! Shared by the end-to-end tests: a real broker (tansu, started by `scripts/broker.sh`, or
-//! `DENORM_TEST_BROKERS`), product files with per-test topic names, and Debezium record helpers.
-#![allow(dead_code)]
+//! `DENORM_TEST_BROKERS`), topics with per-test names that are deleted after the test, product
+//! files on them, child processes with a clean environment and a timeout on every run and wait,
+//! and the judges (`denorm verify`, the job's log and metrics).
+//!
+//! - [`topics`]: per-test topic names ([`Scratch`]), producing and reading records;
+//! - [`process`]: `denorm` children, every run and wait bounded, two-process jobs, the lock that
+//!   serialises the heavy tests;
+//! - [`job`]: a running `denorm run` with its JSON log and metrics;
+//! - [`product`]: a per-test copy of the GitHub user profile and Debezium records for it;
+//! - [`judge`]: `denorm verify` and the comparisons of an output topic with its inputs;
+//! - [`broker`]: a tansu broker of a test's own, for outages.
+#![allow(dead_code, unused_imports)]
 
-use std::path::{Path, PathBuf};
+pub mod broker;
+pub mod job;
+pub mod judge;
+pub mod process;
+pub mod product;
+pub mod topics;
+
+pub use job::*;
+pub use judge::*;
+pub use process::*;
+pub use product::*;
+pub use topics::*;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use denorm::kafka::admin::{ensure_topics, RecordProducer};
 use denorm::kafka::client::KafkaOptions;
-use denorm::plan::Plan;
 
 /// The bootstrap address of a running real broker, started once per test binary.
 pub fn brokers() -> String {
@@ -24,91 +45,18 @@ pub fn brokers() -> String {
                 return b;
             }
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg("start")
-                .output()
-                .expect("run scripts/broker.sh");
-            assert!(
-                out.status.success(),
-                "scripts/broker.sh start failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+            let out = finish(
+                Command::new("bash").arg(&script).arg("start"),
+                Duration::from_secs(1200), // a first start builds tansu (about 9 minutes)
             );
-            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+            assert!(out.ok(), "scripts/broker.sh start failed:\n{}", out.stderr);
+            out.stdout.trim().to_owned()
         })
         .clone()
 }
 
 pub fn kafka() -> KafkaOptions {
     KafkaOptions::new(&brokers())
-}
-
-/// A unique prefix for this test's topics.
-pub fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}{}x{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-/// Writes a copy of a product file of `dataflows/` whose topics `github.` become `<prefix>.`.
-pub fn product_file(dir: &Path, name: &str, prefix: &str) -> PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("dataflows")
-            .join(name),
-    )
-    .unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text.replace("\"github.", &format!("\"{prefix}."))).unwrap();
-    path
-}
-
-/// Creates the plan's topics (sources and outputs) with `partitions` partitions.
-pub fn create_topics(plan: &Plan, partitions: i32) {
-    let mut topics: Vec<&str> = plan.sources.iter().map(|s| s.topic.as_str()).collect();
-    topics.extend(plan.products.iter().map(|p| p.output_topic.as_str()));
-    ensure_topics(&kafka(), &topics, partitions).expect("create topics");
-}
-
-/// Produces `(topic, key, value)` records in order and waits for delivery.
-pub fn produce(records: &[(String, Option<String>, Option<String>)]) {
-    let mut p = RecordProducer::new(&kafka()).unwrap();
-    for (t, k, v) in records {
-        p.send(t, k.as_deref(), v.as_deref()).unwrap();
-    }
-    p.flush().unwrap();
-}
-
-/// The settings `denorm verify` reads topics with, for the test broker.
-pub fn verify_settings() -> denorm_verify::Settings {
-    denorm_verify::Settings::new(&brokers())
-}
-
-/// The documents of an output topic as written: last value (text) per key, tombstones removing.
-pub fn read_output(topic: &str) -> std::collections::BTreeMap<String, String> {
-    denorm_verify::kafka::read_output(&verify_settings(), topic).unwrap()
-}
-
-/// Every record of a topic, in partition then offset order: (key, value or None for tombstone).
-pub fn read_all(topic: &str) -> Vec<(String, Option<String>)> {
-    let mut records = Vec::new();
-    denorm_verify::kafka::read_topic(&verify_settings(), topic, |r| {
-        records.push(r);
-        Ok(())
-    })
-    .unwrap();
-    records.sort_by_key(|r| (r.partition, r.offset));
-    records
-        .into_iter()
-        .map(|r| {
-            (
-                String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
-                r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
-            )
-        })
-        .collect()
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
@@ -123,60 +71,34 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
-/// The `denorm` binary of this build.
-pub fn denorm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_denorm"))
-}
-
-/// Runs `denorm ARGS`: whether it succeeded, and its stdout then stderr.
-pub fn output(args: &[&str]) -> (bool, String) {
-    let out = denorm().args(args).output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Fetches the metrics text from `addr` (a minimal HTTP GET).
+/// Fetches the metrics text from `addr` (a minimal HTTP GET, bounded by a timeout).
 pub fn scrape(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     Some(text)
 }
 
-/// Runs `denorm ARGS`, asserts it succeeded, and returns its stdout and stderr.
-pub fn run_ok(args: &[&str]) -> String {
-    let (ok, text) = output(args);
-    assert!(ok, "denorm {args:?} failed:\n{text}");
-    text
+/// The value of the series `name{labels}` (labels exactly as rendered), if present.
+pub fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
-/// A timely hostfile for two processes on localhost, with free ports.
-pub fn hostfile(dir: &Path) -> String {
-    let path = dir.join("hosts");
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
+/// Sum of the samples of `name` (e.g. `denorm_dead_letters_total`, or with its labels).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
         })
-        .collect();
-    std::fs::write(
-        &path,
-        ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_owned()
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

