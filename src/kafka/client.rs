@@ -216,12 +216,14 @@ impl KafkaOptions {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
-            // librdkafka prefetches up to 64 MB per consumer by default, one consumer per source
-            // and worker: records waiting there are memory the dataflow does not bound. A few
-            // MB per consumer keeps reading at full speed (override with -X).
-            .set("queued.max.messages.kbytes", "8192")
-            .set("fetch.max.bytes", "4194304")
-            .set("max.partition.fetch.bytes", "2097152")
+            // One consumer per worker reads all of its source partitions. Fetches carry up to
+            // 16 MB a partition, 64 MB in all, and up to 64 MB wait prefetched: brokers answer
+            // each fetch after a round trip, so what is in flight sets the rate (at 8 MB a
+            // consumer reading stalled at half the rate). Records waiting there are memory the
+            // dataflow does not bound: lower them with -X where memory is tight.
+            .set("queued.max.messages.kbytes", "65536")
+            .set("fetch.max.bytes", "67108864")
+            .set("max.partition.fetch.bytes", "16777216")
             .set("client.id", format!("denorm-{purpose}"));
         for (k, v) in &self.properties {
             config.set(k, v);

@@ -92,7 +92,7 @@ impl<'a> JobWorker<'a> {
             start,
             failure: Rc::new(RefCell::new(None)),
             catalog: Catalog::new(),
-            sources: SourceReaders::default(),
+            sources: SourceReaders::new(&options.kafka, worker.index()),
             outputs: OutputReader::new(&options.kafka, worker.index()),
             writers: HashMap::new(),
             dead_letters,
@@ -200,7 +200,7 @@ impl<'a> JobWorker<'a> {
                     }
                 };
                 for s in dropped {
-                    if let Some(name) = self.sources.close(s) {
+                    if let Some(name) = self.sources.close(s)? {
                         self.observed.progress.forget(&name);
                     }
                 }
