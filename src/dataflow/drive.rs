@@ -44,13 +44,19 @@ pub const CHUNK: usize = 4096;
 /// Times of started documents in the dataflow at once at most.
 pub const IN_FLIGHT: usize = 2;
 
-/// A root whose document may have changed: the hash of its primary key, and the key itself
-/// when it is known (the root's own row changed), so that a deleted root can be tombstoned.
+/// A root whose document may have changed: the hash of its primary key, the key itself when it
+/// is known (the root's own row changed), so that a deleted root can be tombstoned, and how
+/// many roots the change that dirtied it reaches (at least): a change of weight above
+/// [`SMALL`] is a fan-out, whose roots wait in the backlog behind those of small changes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Dirty {
     pub hash: u64,
     pub key: Option<Row>,
+    pub weight: u64,
 }
+
+/// The most roots a change may dirty for its documents to go ahead of fan-outs.
+pub const SMALL: u64 = 64;
 
 /// What the job tells a product's drivers, one message to each worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,7 +244,13 @@ impl Driver {
                 break;
             }
             for dirty in entry.remove() {
-                merge(&mut self.fresh, dirty.hash, dirty.key);
+                if dirty.weight <= SMALL || self.fresh.contains_key(&dirty.hash) {
+                    // Built with the next chunk; once built, the backlog need not build it.
+                    let waited = self.backlog.remove(&dirty.hash).flatten();
+                    merge(&mut self.fresh, dirty.hash, dirty.key.or(waited));
+                } else {
+                    merge(&mut self.backlog, dirty.hash, dirty.key);
+                }
             }
             self.floor = self.floor.max(t);
         }

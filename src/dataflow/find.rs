@@ -119,7 +119,9 @@ pub fn find<'s>(
             keyed,
             index,
             &format!("FindKeys({path})"),
-            |want: &Want, key: &u64, out| out.push((*key, want.clone())),
+            |want: &Want, keys: &[&u64], out| {
+                out.extend(keys.iter().map(|key| (**key, want.clone())))
+            },
         ),
     };
     let mut scratch = Vec::new();
@@ -127,11 +129,14 @@ pub fn find<'s>(
         by_key,
         rows,
         &format!("Find({path})"),
-        move |want: &Want, row: RowRef<'_>, out| {
-            // The index and the keys are hashes: only rows whose columns equal the link belong.
-            scratch.clear();
-            if row.project(&columns, &mut scratch) && scratch == want.link.bytes() {
-                found(&tree, node, want.doc, want.parent, row, out);
+        move |want: &Want, rows: &[RowRef<'_>], out| {
+            for &row in rows {
+                // The index and the keys are hashes: only rows whose columns equal the link
+                // belong.
+                scratch.clear();
+                if row.project(&columns, &mut scratch) && scratch == want.link.bytes() {
+                    found(&tree, node, want.doc, want.parent, row, out);
+                }
             }
         },
     )

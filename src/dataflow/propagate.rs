@@ -54,7 +54,11 @@ pub fn propagate<'s>(
                 move |hash, row, out| {
                     let mut bytes = Vec::new();
                     let key = row.project(&key, &mut bytes).then(|| Row::from(bytes));
-                    out.push(Dirty { hash, key });
+                    out.push(Dirty {
+                        hash,
+                        key,
+                        weight: 1,
+                    });
                 },
             ));
             continue;
@@ -68,7 +72,7 @@ pub fn propagate<'s>(
         let mut scratch = Vec::new();
         let links = changes(rows, control.clone(), &name, move |_hash, row, out| {
             if let Some(link) = columns_hash(row, &columns, &mut scratch) {
-                out.push((link, ()));
+                out.push((link, 1));
             }
         });
         dirty.push(up(tree, node, links, arrangements));
@@ -76,17 +80,18 @@ pub fn propagate<'s>(
     scope.concatenate(dirty)
 }
 
-/// From the link hashes of changed rows of `node`, the dirty roots above them.
+/// From the link hashes of changed rows of `node`, each with how many rows the change has
+/// reached so far (its weight), the dirty roots above them.
 fn up<'s>(
     tree: &Rc<Tree>,
     node: NodeId,
-    links: Stream<'s, Time, Vec<(u64, ())>>,
+    links: Stream<'s, Time, Vec<(u64, u64)>>,
     arrangements: &mut impl Arrangements<'s>,
 ) -> Stream<'s, Time, Vec<Dirty>> {
     let tree_node = &tree.nodes[node];
     let parent = tree_node.parent.expect("nested nodes have parents");
     let path = &tree_node.node.path;
-    // The primary-key hashes of the parent rows.
+    // The primary-key hashes of the parent rows: a change reaching many parents weighs more.
     let parents = match tree_node
         .find_parents
         .as_ref()
@@ -97,11 +102,18 @@ fn up<'s>(
             links,
             arrangements.index(index),
             &format!("Parents({path})"),
-            |_: &(), key: &u64, out| out.push((*key, ())),
+            |weight: &u64, keys: &[&u64], out| {
+                let weight = weight.saturating_mul(keys.len() as u64);
+                out.extend(keys.iter().map(|key| (**key, weight)));
+            },
         ),
     };
     if parent == 0 {
-        return parents.map(|(hash, ())| Dirty { hash, key: None });
+        return parents.map(|(hash, weight)| Dirty {
+            hash,
+            key: None,
+            weight,
+        });
     }
     // A nested parent: its rows' own links, one level up.
     let parent_node = &tree.nodes[parent];
@@ -116,9 +128,11 @@ fn up<'s>(
         parents,
         arrangements.rows(parent_node.node.source),
         &format!("ParentRows({path})"),
-        move |_: &(), row: RowRef<'_>, out| {
-            if let Some(link) = columns_hash(row, &columns, &mut scratch) {
-                out.push((link, ()));
+        move |weight: &u64, rows: &[RowRef<'_>], out| {
+            for &row in rows {
+                if let Some(link) = columns_hash(row, &columns, &mut scratch) {
+                    out.push((link, *weight));
+                }
             }
         },
     );
