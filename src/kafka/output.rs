@@ -10,12 +10,15 @@ use super::source::TopicsReader;
 /// One worker's reader of the output topics being loaded.
 pub struct OutputReader {
     reader: TopicsReader,
+    /// Topics loaded, still assigned while others load.
+    loaded: std::collections::BTreeSet<String>,
 }
 
 impl OutputReader {
     pub fn new(options: &KafkaOptions, worker: usize) -> Self {
         OutputReader {
             reader: TopicsReader::new(options, &format!("outputs-w{worker}")),
+            loaded: Default::default(),
         }
     }
 
@@ -27,7 +30,7 @@ impl OutputReader {
 
     /// Whether a topic is still loading.
     pub fn is_loading(&self) -> bool {
-        self.reader.topics().next().is_some()
+        self.reader.topics().any(|t| !self.loaded.contains(t))
     }
 
     /// Reads up to `max` records without blocking, calling `record(topic, key, value)` for each
@@ -37,8 +40,12 @@ impl OutputReader {
         max: usize,
         mut record: impl FnMut(&str, String, Option<String>) -> anyhow::Result<()>,
     ) -> anyhow::Result<Vec<String>> {
+        let loaded = &self.loaded;
         self.reader
             .poll(max, std::time::Duration::ZERO, |origin, key, value, _| {
+                if loaded.contains(&origin.topic) {
+                    return Ok(());
+                }
                 let key = key
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .ok_or_else(|| anyhow::anyhow!("{origin}: an output record without a key (denorm writes every record with its document's key)"))?;
@@ -47,14 +54,21 @@ impl OutputReader {
                     .map(|v| String::from_utf8_lossy(v).into_owned());
                 record(&origin.topic, key, value)
             })?;
+        // A topic loaded stays assigned until every topic is (records of its that come later,
+        // the job's own, are not fed): changing the assignment while partitions start trips
+        // librdkafka.
         let done: Vec<String> = self
             .reader
             .topics()
-            .filter(|t| self.reader.caught_up(t))
+            .filter(|t| self.reader.caught_up(t) && !self.loaded.contains(*t))
             .map(str::to_owned)
             .collect();
-        for topic in &done {
-            self.reader.remove(topic)?;
+        self.loaded.extend(done.iter().cloned());
+        if self.reader.all_caught_up() {
+            for topic in std::mem::take(&mut self.loaded) {
+                self.reader.remove(&topic)?;
+            }
+            self.reader.sync()?;
         }
         Ok(done)
     }

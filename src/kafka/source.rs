@@ -60,6 +60,9 @@ pub struct TopicsReader {
     consumer: Option<Reader>,
     topics: BTreeMap<String, Partitions>,
     watermarks_at: Option<Instant>,
+    /// The topics changed since the consumer was last assigned: it is assigned again, once, at
+    /// the next poll (assigning again and again while partitions start trips librdkafka).
+    reassign: bool,
     /// Transport errors seen (the client retries them itself); logged, not fatal.
     pub transient_errors: u64,
 }
@@ -92,6 +95,7 @@ impl TopicsReader {
             consumer: None,
             topics: BTreeMap::new(),
             watermarks_at: None,
+            reassign: false,
             transient_errors: 0,
         }
     }
@@ -116,13 +120,21 @@ impl TopicsReader {
                 next_offsets: BTreeMap::new(),
             },
         );
-        self.assign()?;
+        self.reassign = true;
         Ok(&self.topics[topic].positions)
     }
 
-    /// Stops reading `topic`.
+    /// Stops reading `topic`, from the next poll on.
     pub fn remove(&mut self, topic: &str) -> anyhow::Result<()> {
         if self.topics.remove(topic).is_some() {
+            self.reassign = true;
+        }
+        Ok(())
+    }
+
+    /// Applies the topics added and removed now rather than at the next poll.
+    pub fn sync(&mut self) -> anyhow::Result<()> {
+        if self.reassign {
             self.assign()?;
         }
         Ok(())
@@ -130,6 +142,7 @@ impl TopicsReader {
 
     /// Assigns every partition, each from where it is.
     fn assign(&mut self) -> anyhow::Result<()> {
+        self.reassign = false;
         let mut list = TopicPartitionList::new();
         for (topic, t) in &self.topics {
             for &p in &t.partitions {
@@ -208,6 +221,9 @@ impl TopicsReader {
         wait: Duration,
         mut record: impl FnMut(Origin, Option<&[u8]>, Option<&[u8]>, Option<i64>) -> anyhow::Result<()>,
     ) -> anyhow::Result<usize> {
+        if self.reassign {
+            self.assign()?;
+        }
         let Some(consumer) = &self.consumer else {
             return Ok(0);
         };
