@@ -22,7 +22,7 @@ use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 use timely::progress::frontier::{Antichain, AntichainRef};
 use timely::worker::Worker;
 
-use super::drive::Control;
+use super::drive::{Budget, Control, WORKER_BUDGET};
 use super::index::{arrange_index, Index, IndexTrace};
 use super::product::{self, ControlInput, HeldInput};
 use super::propagate::Arrangements;
@@ -160,6 +160,8 @@ pub struct Catalog {
     pub products: Vec<InstalledProduct>,
     /// The time the inputs are at; new inputs start there.
     time: Time,
+    /// Documents the products' drivers may start before some in flight are written.
+    budget: Budget,
 }
 
 impl Default for Catalog {
@@ -179,6 +181,7 @@ impl Catalog {
             indexes: HashMap::new(),
             products: Vec::new(),
             time: 0,
+            budget: Budget::new(WORKER_BUDGET),
         }
     }
 
@@ -438,6 +441,7 @@ impl Catalog {
     ) {
         let dataflow = worker.next_dataflow_index();
         let sink = Rc::new(SinkControl::default());
+        let budget = self.budget.clone();
         let mut handles = worker.dataflow_named(&format!("Product({})", plan.name), |scope| {
             let mut imports = Imports {
                 scope,
@@ -446,7 +450,15 @@ impl Catalog {
                 rows: HashMap::new(),
                 imported: HashMap::new(),
             };
-            product::build(scope, tree, &mut imports, writer, failure, sink.clone())
+            product::build(
+                scope,
+                tree,
+                &mut imports,
+                writer,
+                failure,
+                sink.clone(),
+                budget,
+            )
         });
         handles.control.advance_to(self.time);
         handles.held.advance_to(self.time);

@@ -43,6 +43,31 @@ use crate::value::Value;
 pub const CHUNK: usize = 4096;
 /// Times of started documents in the dataflow at once at most.
 pub const IN_FLIGHT: usize = 2;
+/// Documents a worker's drivers may have started and not written, all products together.
+pub const WORKER_BUDGET: usize = IN_FLIGHT * CHUNK;
+
+/// Documents a worker's drivers may still start before some of those in flight are written:
+/// shared by the products of a worker, so that the memory of documents in flight is bounded
+/// however many products hydrate at once.
+#[derive(Clone, Debug)]
+pub struct Budget(Rc<std::cell::Cell<usize>>);
+
+impl Budget {
+    pub fn new(documents: usize) -> Self {
+        Budget(Rc::new(std::cell::Cell::new(documents)))
+    }
+
+    /// Takes up to `want` documents of the budget; how many it got.
+    fn take(&self, want: usize) -> usize {
+        let got = want.min(self.0.get());
+        self.0.set(self.0.get() - got);
+        got
+    }
+
+    fn give(&self, documents: usize) {
+        self.0.set(self.0.get() + documents);
+    }
+}
 
 /// A root whose document may have changed: the hash of its primary key, the key itself when it
 /// is known (the root's own row changed), so that a deleted root can be tombstoned, and how
@@ -98,6 +123,7 @@ pub fn drive<'s>(
     input: Stream<'s, Time, Vec<DriverInput>>,
     rows: Rows<'s>,
     written: ProbeHandle<Time>,
+    budget: Budget,
 ) -> Stream<'s, Time, Vec<Found>> {
     let scope = input.scope();
     let peers = scope.peers();
@@ -125,6 +151,7 @@ pub fn drive<'s>(
                 in_flight: VecDeque::new(),
                 floor: 0,
                 written,
+                budget,
             };
             move |(input, input_frontier), (batches, rows_frontier), output| {
                 input.for_each(|cap, data| {
@@ -190,12 +217,22 @@ struct Driver {
     started: bool,
     /// Hydration's roots are not all started yet.
     hydrating: bool,
-    /// Times of chunks started and not yet written.
-    in_flight: VecDeque<Time>,
+    /// Times of chunks started and not yet written, and their documents.
+    in_flight: VecDeque<(Time, usize)>,
     /// The latest time of a dirty root taken (or of the hydration): a chunk starts no earlier,
     /// so that its documents show every change that made a root of it dirty.
     floor: Time,
     written: ProbeHandle<Time>,
+    budget: Budget,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A product removed with documents in flight gives their budget back.
+        for (_, documents) in self.in_flight.drain(..) {
+            self.budget.give(documents);
+        }
+    }
 }
 
 type Emit<'a> = dyn FnMut(&Capability<Time>, Vec<Found>) + 'a;
@@ -254,20 +291,27 @@ impl Driver {
             }
             self.floor = self.floor.max(t);
         }
-        while self
-            .in_flight
-            .front()
-            .is_some_and(|t| !self.written.less_equal(t))
-        {
+        while let Some(&(t, documents)) = self.in_flight.front() {
+            if self.written.less_equal(&t) {
+                break;
+            }
             self.in_flight.pop_front();
+            self.budget.give(documents);
         }
         let mut waiting = false;
         while !(self.fresh.is_empty() && self.backlog.is_empty() && !self.hydrating) {
+            let roots = self.fresh.len() + self.backlog.len();
             if self.in_flight.len() >= IN_FLIGHT {
                 waiting = true;
                 break;
             }
+            let room = self.budget.take(roots.min(CHUNK));
+            if room == 0 && roots > 0 {
+                waiting = true;
+                break;
+            }
             let Some(held) = self.held.as_ref() else {
+                self.budget.give(room);
                 break;
             };
             // The latest time both inputs are complete through, and not before the capability.
@@ -278,10 +322,11 @@ impl Driver {
             }
             .max(self.floor);
             if !complete(at, rows_at) {
+                self.budget.give(room);
                 break;
             }
             let cap = held.delayed(&at);
-            let chunk = self.take_chunk();
+            let chunk = self.take_chunk(room);
             let found = self.start_documents(trace, at, chunk);
             emit(&cap, found);
             if self.hydrating && self.backlog.is_empty() {
@@ -289,7 +334,7 @@ impl Driver {
                 let hydrated = (0..self.peers as u64).map(Found::Hydrated).collect();
                 emit(&cap, hydrated);
             }
-            self.in_flight.push_back(at);
+            self.in_flight.push_back((at, room));
             self.held.as_mut().expect("held").downgrade(&(at + 1));
         }
         if self.fresh.is_empty() && self.backlog.is_empty() && !self.hydrating {
@@ -325,18 +370,12 @@ impl Driver {
         self.hydrating = true;
     }
 
-    /// The roots of the next chunk: the fresh ones first (unless they are too many for one
-    /// chunk: then they join the backlog), then from the backlog.
-    fn take_chunk(&mut self) -> Vec<(u64, Option<Row>)> {
-        if self.fresh.len() > CHUNK {
-            for (hash, key) in std::mem::take(&mut self.fresh) {
-                merge(&mut self.backlog, hash, key);
-            }
-        }
-        let mut chunk: Vec<(u64, Option<Row>)> =
-            std::mem::take(&mut self.fresh).into_iter().collect();
-        while chunk.len() < CHUNK {
-            let Some(entry) = self.backlog.pop_first() else {
+    /// The roots of the next chunk, `size` of them at most: the fresh ones first, then from
+    /// the backlog.
+    fn take_chunk(&mut self, size: usize) -> Vec<(u64, Option<Row>)> {
+        let mut chunk = Vec::with_capacity(size);
+        while chunk.len() < size {
+            let Some(entry) = self.fresh.pop_first().or_else(|| self.backlog.pop_first()) else {
                 break;
             };
             chunk.push(entry);

@@ -12,7 +12,7 @@ use timely::dataflow::operators::vec::Partition;
 use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 
-use super::drive::{drive, Control, DriverInput};
+use super::drive::{drive, Budget, Control, DriverInput};
 use super::find::{find, Found, Want};
 use super::propagate::{propagate, Arrangements};
 use super::sink::{sink, Held};
@@ -41,6 +41,7 @@ pub fn build<'s>(
     writer: SharedWriter,
     failure: Failure,
     sink_control: Rc<SinkControl>,
+    budget: Budget,
 ) -> ProductDataflow {
     let mut control = ControlInput::new();
     let mut held = HeldInput::new();
@@ -52,7 +53,13 @@ pub fn build<'s>(
         .concat(dirty.map(DriverInput::Dirty));
     let written = ProbeHandle::new();
     let root_rows = arrangements.rows(tree.root().node.source);
-    let started = drive(tree.clone(), driver_input, root_rows, written.clone());
+    let started = drive(
+        tree.clone(),
+        driver_input,
+        root_rows,
+        written.clone(),
+        budget,
+    );
     // Each node's found rows: its parts go to the sink, its wants to its children's stages.
     let mut to_sink = Vec::new();
     let mut stages = vec![(0, started)];

@@ -177,15 +177,22 @@ where
                     // Every worker's two messages: the release is known.
                     let released = (messages == 2 * peers).then_some(release);
                     let before = control_frontier.frontier().first().copied();
-                    // Without the release, an update before the control messages still to
-                    // come is before it too; with no control message to come, there is none.
+                    // Without the release, an update not after the control messages still to
+                    // come is not after the release either (it is the latest of them); with no
+                    // control message to come, there is none.
                     let followed = |t: Time| match (released, before) {
                         (Some(release), _) => Some(t > release),
-                        (None, Some(b)) if t >= b => None,
+                        (None, Some(b)) if t > b => None,
                         (None, _) => Some(false),
                     };
                     spans.for_each(|cap, data| {
                         for span in data.drain(..) {
+                            // A span whose times are all before the release (the rows of a
+                            // trace a product imports, while it hydrates) is skipped whole.
+                            let last = span.upper().elements().first().map(|u| u.saturating_sub(1));
+                            if last.is_some_and(|t| followed(t) == Some(false)) {
+                                continue;
+                            }
                             let Some(batch) = span.inner else { continue };
                             let mut cursor = batch.cursor();
                             while let Some(key) = cursor.get_key(&batch) {

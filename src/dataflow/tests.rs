@@ -210,6 +210,7 @@ fn run(
                 writer.clone(),
                 Rc::new(RefCell::new(None)),
                 Rc::new(SinkControl::default()),
+                super::drive::Budget::new(super::drive::WORKER_BUDGET),
             )
         });
         let peers = worker.peers() as u64;
