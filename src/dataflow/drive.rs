@@ -49,23 +49,36 @@ pub const WORKER_BUDGET: usize = IN_FLIGHT * CHUNK;
 /// Documents a worker's drivers may still start before some of those in flight are written:
 /// shared by the products of a worker, so that the memory of documents in flight is bounded
 /// however many products hydrate at once.
+///
+/// A driver with nothing in flight may always start a small chunk ([`SMALL`] documents), even
+/// with the budget spent (it goes below zero): a product's documents are written only once
+/// every worker's driver of it has moved past their time, so a driver that waited for budget
+/// held by other products, whose drivers on another worker wait in turn for this worker's
+/// budget, would wait forever. So in flight are at most the budget and a small chunk for each
+/// product.
 #[derive(Clone, Debug)]
-pub struct Budget(Rc<std::cell::Cell<usize>>);
+pub struct Budget(Rc<std::cell::Cell<isize>>);
 
 impl Budget {
     pub fn new(documents: usize) -> Self {
-        Budget(Rc::new(std::cell::Cell::new(documents)))
+        Budget(Rc::new(std::cell::Cell::new(documents as isize)))
     }
 
     /// Takes up to `want` documents of the budget; how many it got.
     fn take(&self, want: usize) -> usize {
-        let got = want.min(self.0.get());
-        self.0.set(self.0.get() - got);
+        let got = want.min(self.0.get().max(0) as usize);
+        self.0.set(self.0.get() - got as isize);
         got
     }
 
+    /// Takes `documents` whatever is left (see above).
+    fn force(&self, documents: usize) -> usize {
+        self.0.set(self.0.get() - documents as isize);
+        documents
+    }
+
     fn give(&self, documents: usize) {
-        self.0.set(self.0.get() + documents);
+        self.0.set(self.0.get() + documents as isize);
     }
 }
 
@@ -305,7 +318,10 @@ impl Driver {
                 waiting = true;
                 break;
             }
-            let room = self.budget.take(roots.min(CHUNK));
+            let mut room = self.budget.take(roots.min(CHUNK));
+            if room == 0 && roots > 0 && self.in_flight.is_empty() {
+                room = self.budget.force(roots.min(SMALL as usize));
+            }
             if room == 0 && roots > 0 {
                 waiting = true;
                 break;
