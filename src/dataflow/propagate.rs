@@ -63,12 +63,7 @@ pub fn propagate<'s>(
             ));
             continue;
         }
-        let columns = tree_node
-            .link
-            .as_ref()
-            .expect("nested nodes have links")
-            .child_columns
-            .clone();
+        let columns = link_columns(tree_node);
         let mut scratch = Vec::new();
         let links = changes(rows, control.clone(), &name, move |_hash, row, out| {
             if let Some(link) = columns_hash(row, &columns, &mut scratch) {
@@ -117,12 +112,7 @@ fn up<'s>(
     }
     // A nested parent: its rows' own links, one level up.
     let parent_node = &tree.nodes[parent];
-    let columns = parent_node
-        .link
-        .as_ref()
-        .expect("nested nodes have links")
-        .child_columns
-        .clone();
+    let columns = link_columns(parent_node);
     let mut scratch = Vec::new();
     let links = lookup(
         parents,
@@ -137,6 +127,12 @@ fn up<'s>(
         },
     );
     up(tree, parent, links, arrangements)
+}
+
+/// The columns of a nested node's rows that its link matches with its parent's.
+fn link_columns(node: &super::tree::TreeNode) -> Vec<usize> {
+    let link = node.link.as_ref().expect("nested nodes have links");
+    link.child_columns.clone()
 }
 
 /// For each update of `rows` after the product's release, `logic(key hash, row, output)`, at

@@ -289,11 +289,8 @@ impl KafkaOptions {
 
     /// The names of every topic the brokers have (one metadata request).
     pub fn topic_names(&self) -> anyhow::Result<Vec<String>> {
-        let consumer = self.consumer("metadata")?;
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))?;
-        Ok(metadata
+        Ok(self
+            .all_metadata()?
             .topics()
             .iter()
             .filter(|t| t.error().is_none())
@@ -309,17 +306,21 @@ impl KafkaOptions {
         if topics.is_empty() {
             return Ok(Default::default());
         }
-        let consumer = self.consumer("metadata")?;
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))?;
-        Ok(metadata
+        Ok(self
+            .all_metadata()?
             .topics()
             .iter()
             .filter(|t| t.error().is_none() && !t.partitions().is_empty())
             .filter(|t| topics.iter().any(|name| name == t.name()))
             .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
             .collect())
+    }
+
+    /// The metadata of every topic the brokers have (one request).
+    fn all_metadata(&self) -> anyhow::Result<rdkafka::metadata::Metadata> {
+        self.consumer("metadata")?
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))
     }
 
     /// The number of partitions of each topic, waiting up to `wait` for topics to appear.
