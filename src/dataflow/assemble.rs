@@ -28,7 +28,7 @@ pub struct DocId {
 /// One row found for a document: of which node, its id, and the id of its parent row (its own
 /// id at the root).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Part {
+pub struct FoundRow {
     pub doc: DocId,
     pub node: u16,
     pub id: u128,
@@ -80,9 +80,9 @@ pub struct Document {
 
 /// A document's parts (in any order) made into the document; `None` when they hold no root
 /// row. A part whose parent is missing is left out.
-pub fn assemble(tree: &Tree, parts: &[Part]) -> Option<Document> {
+pub fn assemble(tree: &Tree, parts: &[FoundRow]) -> Option<Document> {
     let root = parts.iter().find(|p| p.node == 0)?;
-    let mut children: HashMap<(u128, u16), Vec<&Part>> = HashMap::new();
+    let mut children: HashMap<(u128, u16), Vec<&FoundRow>> = HashMap::new();
     for part in parts.iter().filter(|p| p.node != 0) {
         children
             .entry((part.parent, part.node))
@@ -108,9 +108,9 @@ pub fn assemble(tree: &Tree, parts: &[Part]) -> Option<Document> {
 fn build(
     tree: &Tree,
     node: NodeId,
-    part: &Part,
+    part: &FoundRow,
     values: Vec<Value>,
-    children: &HashMap<(u128, u16), Vec<&Part>>,
+    children: &HashMap<(u128, u16), Vec<&FoundRow>>,
 ) -> Option<Value> {
     let tree_node = &tree.nodes[node];
     let slots: Vec<Option<Value>> = tree_node

@@ -22,9 +22,9 @@ use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 use timely::progress::frontier::{Antichain, AntichainRef};
 use timely::worker::Worker;
 
-use super::drive::{Budget, Control, WORKER_BUDGET};
+use super::drive::{Budget, Readiness, WORKER_BUDGET};
 use super::index::{arrange_index, Index, IndexTrace};
-use super::product::{self, ControlInput, HeldInput};
+use super::product::{self, HeldInput, ReadinessInput};
 use super::propagate::Arrangements;
 use super::rows::{arrange_rows, RowCount, RowTrace, Rows, SourceEvent};
 use super::sink::Held;
@@ -59,7 +59,7 @@ pub struct InstalledProduct {
     sources: BTreeSet<SourceId>,
     indexes: Vec<KeyedArrangement>,
     /// Open until this worker has sent both of its messages.
-    control: Option<ControlInput>,
+    control: Option<ReadinessInput>,
     held: Option<HeldInput>,
     caught_up: bool,
     loaded: bool,
@@ -93,7 +93,7 @@ impl InstalledProduct {
         if let Some(control) = self.control.as_mut() {
             control.advance_to(time.max(*control.time()));
             for to in 0..peers as u64 {
-                control.send(Control::CaughtUp { to });
+                control.send(Readiness::CaughtUp { to });
             }
         }
         self.close_when_done();
@@ -115,7 +115,7 @@ impl InstalledProduct {
         self.loaded = true;
         if let Some(control) = self.control.as_mut() {
             for to in 0..peers as u64 {
-                control.send(Control::Loaded { to });
+                control.send(Readiness::Loaded { to });
             }
         }
         self.held = None;

@@ -3,7 +3,7 @@
 //! and asking for the rows of its relations.
 //!
 //! - **Hydration.** Once every worker has caught up with the product's sources and loaded what
-//!   the output topic held (the [`Control`] messages), every root row is due: the driver lists
+//!   the output topic held (the [`Readiness`] messages), every root row is due: the driver lists
 //!   its share of the root source's rows and builds their documents, a chunk at a time. When it
 //!   has started the last of them it tells every worker's sink ([`Found::Hydrated`]), which then
 //!   tombstones the keys the topic held that no document has any more.
@@ -98,17 +98,17 @@ pub const SMALL: u64 = 64;
 
 /// What the job tells a product's drivers, one message to each worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Control {
+pub enum Readiness {
     /// A worker caught up with the product's sources, at the message's time.
     CaughtUp { to: u64 },
     /// A worker fed what the output topic held for its share of it, before the message's time.
     Loaded { to: u64 },
 }
 
-impl Control {
+impl Readiness {
     fn to(&self) -> u64 {
         match self {
-            Control::CaughtUp { to } | Control::Loaded { to } => *to,
+            Readiness::CaughtUp { to } | Readiness::Loaded { to } => *to,
         }
     }
 }
@@ -117,14 +117,14 @@ impl Control {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DriverInput {
     Dirty(Dirty),
-    Control(Control),
+    Readiness(Readiness),
 }
 
 impl DriverInput {
     fn route(&self) -> u64 {
         match self {
             DriverInput::Dirty(d) => d.hash,
-            DriverInput::Control(c) => c.to(),
+            DriverInput::Readiness(c) => c.to(),
         }
     }
 }
@@ -174,11 +174,11 @@ pub fn drive<'s>(
                             DriverInput::Dirty(dirty) => {
                                 state.pending.entry(time).or_default().push(dirty)
                             }
-                            DriverInput::Control(Control::CaughtUp { .. }) => {
+                            DriverInput::Readiness(Readiness::CaughtUp { .. }) => {
                                 state.caught_up += 1;
                                 state.release = state.release.max(time);
                             }
-                            DriverInput::Control(Control::Loaded { .. }) => {
+                            DriverInput::Readiness(Readiness::Loaded { .. }) => {
                                 state.loaded += 1;
                                 state.release = state.release.max(time);
                             }

@@ -19,7 +19,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Concatenate};
 use timely::dataflow::Stream;
 
-use super::drive::{Control, Dirty};
+use super::drive::{Dirty, Readiness};
 use super::index::{columns_hash, Index};
 use super::lookup::lookup;
 use super::rows::Rows;
@@ -36,7 +36,7 @@ pub trait Arrangements<'s> {
 /// The dirty roots of `tree`'s product: of every node, the roots above its changed rows.
 pub fn propagate<'s>(
     tree: &Rc<Tree>,
-    control: &Stream<'s, Time, Vec<Control>>,
+    control: &Stream<'s, Time, Vec<Readiness>>,
     arrangements: &mut impl Arrangements<'s>,
 ) -> Stream<'s, Time, Vec<Dirty>> {
     let scope = control.scope();
@@ -136,11 +136,11 @@ fn link_columns(node: &super::tree::TreeNode) -> Vec<usize> {
 }
 
 /// For each update of `rows` after the product's release, `logic(key hash, row, output)`, at
-/// the update's time. `control` tells the release (see [`Control`]): an update at or before it
+/// the update's time. `control` tells the release (see [`Readiness`]): an update at or before it
 /// is already in the hydration.
 fn changes<'s, O, L>(
     rows: Rows<'s>,
-    control: Stream<'s, Time, Vec<Control>>,
+    control: Stream<'s, Time, Vec<Readiness>>,
     name: &str,
     mut logic: L,
 ) -> Stream<'s, Time, Vec<O>>
@@ -153,8 +153,8 @@ where
         .binary_frontier::<_, CapacityContainerBuilder<Vec<O>>, _, _, _, _>(
             control,
             Pipeline,
-            Exchange::new(|c: &Control| match c {
-                Control::CaughtUp { to } | Control::Loaded { to } => *to,
+            Exchange::new(|c: &Readiness| match c {
+                Readiness::CaughtUp { to } | Readiness::Loaded { to } => *to,
             }),
             name,
             move |_capability, _info| {

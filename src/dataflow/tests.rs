@@ -11,7 +11,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
-use super::drive::{Budget, Control, WORKER_BUDGET};
+use super::drive::{Budget, Readiness, WORKER_BUDGET};
 use super::index::{arrange_index, Index};
 use super::product;
 use super::propagate::Arrangements;
@@ -267,8 +267,8 @@ fn run_with_budget(
         time += 1;
         advance(time, &mut inputs, &mut handles);
         for to in 0..peers {
-            handles.control.send(Control::CaughtUp { to });
-            handles.control.send(Control::Loaded { to });
+            handles.control.send(Readiness::CaughtUp { to });
+            handles.control.send(Readiness::Loaded { to });
         }
         let product::ProductDataflow {
             control,
