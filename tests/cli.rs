@@ -354,16 +354,22 @@ fn dot_structure(text: &str) -> (Vec<String>, Vec<(String, String)>) {
 
 #[test]
 fn explain_dot_is_a_graph_of_the_plan() {
-    // Nodes: the sources, the arrangements, a build, a nest and a join per nested relation,
-    // the root's build and the output topic. Edges: source → arrangement, source → build,
-    // build → nest → join, arrangement → join, join → parent build, root → output.
+    // Nodes: the sources, the indexes, a build, a nest and a find per nested relation, the
+    // root's build and the output topic. Edges: source → index, source → build, build → nest →
+    // find, index (or the source, when the link is its primary key) → find, find → parent
+    // build, root → output. An index is a source by link columns that are not its primary key,
+    // for finding children or following a change to its parents, built once however many
+    // relations use it.
     for (file, expected_nodes, expected_edges) in [
-        // 5 sources, 3 arrangements (users by username serves two joins), 4 nested relations
-        // (the many-to-many counts twice: the link and its target): 5 + 3 + 12 + 2 nodes;
-        // 3 + 5 + 4 + 4 + 4 + 4 + 1 edges.
-        ("dataflows/github_user_profile.toml", 22, 25),
-        // 5 sources, 4 arrangements, 4 nested relations: 5 + 4 + 12 + 2 nodes;
-        // 4 + 5 + 4 + 4 + 4 + 4 + 1 edges.
+        // 5 sources; 5 indexes: users by id (payment_info follows to users) and by username
+        // (stars and pull requests follow to users), stars by username (found from users) and by
+        // (repo_owner, repo_name) (repos follow to stars), pull_requests by author; 4 nested
+        // relations (the many-to-many counts twice: the link and its target): 5 + 5 + 12 + 2
+        // nodes; 5 + 5 + 4 × 4 + 1 edges.
+        ("dataflows/github_user_profile.toml", 24, 27),
+        // 5 sources; 4 indexes: orders by customer_id, order_lines by order_id and by sku
+        // (products follow to lines), product_tags by sku; 4 nested relations: 5 + 4 + 12 + 2
+        // nodes; 4 + 5 + 4 × 4 + 1 edges.
         ("tests/data/shop_orders.toml", 23, 26),
     ] {
         let out = finish(
@@ -418,9 +424,10 @@ fn explain_dot_is_a_graph_of_the_plan() {
     );
     let text = out.stdout;
     for expected in [
-        r#"label="arrangement\nusers by (username)""#,
-        r#"join\nusers(username) = pull_requests(author)"#,
-        r#"join\nstars(repo_owner, repo_name) = repos(owner, name)"#,
+        r#"label="index\nusers by (username)""#,
+        r#"label="index\nusers by (id)""#,
+        r#"find\nusers(username) = pull_requests(author)"#,
+        r#"find\nstars(repo_owner, repo_name) = repos(owner, name)"#,
         r#"output topic github.user_profile\nkey (email)"#,
         r#"github.public.stars"#,
     ] {
@@ -513,10 +520,24 @@ fn check_with_brokers_samples_the_topics() {
         text.contains("shop.toml:13:"),
         "the problem points at the columns line:\n{text}"
     );
+    // Every record lacks the column: the problem names the first one sampled (offset 0 of the
+    // first partition that has records) and counts the others sampled.
+    let first = common::read_placed(&bad_orders)
+        .into_iter()
+        .next()
+        .expect("records in the topic");
+    assert_eq!(first.offset, 0);
+    let sampled: usize = text
+        .lines()
+        .find(|l| l.starts_with(&format!("FAIL {bad_orders} ")))
+        .and_then(|l| l.split(", ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sampled count:\n{text}"));
     assert!(
-        text.contains("the records have no column `total`")
-            && text.contains(&format!("at topic {bad_orders} partition "))
-            && text.contains("Did you mean `totl`?"),
+        text.contains(&format!(
+            "the records have no column `total`, which the product declares (at topic {bad_orders} partition {} offset 0, and {} more sampled records)",
+            first.partition,
+            sampled - 1
+        )) && text.contains("Did you mean `totl`?"),
         "{text}"
     );
 
