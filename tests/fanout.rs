@@ -54,7 +54,8 @@ fn payment(prefix: &str, id: i64, verified: bool) -> Rec {
 #[test]
 fn a_small_change_overtakes_a_large_fan_out() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = unique("fanout");
+    let scratch = Scratch::new("fanout");
+    let prefix = scratch.prefix.clone();
     let file = product_file(dir.path(), "github_user_profile.toml", &prefix);
     let plan = denorm::plan::load(&file).unwrap();
     create_topics(&plan, 1);
