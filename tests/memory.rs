@@ -65,7 +65,7 @@ fn hydrate(records: usize, flight: &str) -> (u64, u64) {
     peak = peak.max(job.peak_rss());
     job.signal("TERM");
     assert!(job.wait_exit(Duration::from_secs(60)).success());
-    let report = verify_clean(p.path(), &brokers());
+    let report = verify_clean(p.path(), &brokers(), &job.log());
     assert_eq!(replayed(&report), (users + records) as u64, "{report}");
     eprintln!(
         "memory: topic {} MB in {records} records, peak RSS {} MB with --max-in-flight {flight}",

@@ -26,8 +26,11 @@ fn wait_verified(job: &mut Job, p: &Product, addr: &str) -> String {
         ok || !job.alive()
     });
     assert!(job.alive(), "the job exited:\n{}", job.log());
-    assert!(ok, "{report}");
-    assert!(report.contains("(0 undecodable)"), "{report}");
+    assert!(
+        ok && report.contains("(0 undecodable)"),
+        "{report}\n--- the job's log:\n{}",
+        job.log()
+    );
     report
 }
 

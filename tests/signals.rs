@@ -31,7 +31,7 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
     let (records, snapshot) = p.generate(3000, 6000, 11);
     let (first, rest) = records.split_at(snapshot + 1000);
     produce(first);
-    run_ok(&[
+    let first_log = run_ok(&[
         "run",
         p.path(),
         "--brokers",
@@ -41,7 +41,7 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
     ]);
     // One record per document: exactly the documents of the records so far.
     let written = read_all(&p.output()).len();
-    let report = verify_clean(p.path(), &b);
+    let report = verify_clean(p.path(), &b, &first_log);
     assert_eq!(written, expected_documents(&report, &p.name), "{report}");
     assert_eq!(replayed(&report), first.len() as u64, "{report}");
     let (changes, rest) = rest.split_at(2000);
@@ -130,7 +130,12 @@ fn a_signal_stops_the_job_gracefully_and_it_says_where() {
 
     // A restart takes up the rest.
     produce(after_stop);
-    run_ok(&["run", p.path(), "--brokers", &b, "--exit-when-caught-up"]);
-    let report = verify_clean(p.path(), &b);
+    let restart_log = run_ok(&["run", p.path(), "--brokers", &b, "--exit-when-caught-up"]);
+    assert_eq!(
+        records_read(&restart_log),
+        records.len() as u64,
+        "{restart_log}"
+    );
+    let report = verify_clean(p.path(), &b, &restart_log);
     assert_eq!(replayed(&report), records.len() as u64, "{report}");
 }

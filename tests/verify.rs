@@ -62,33 +62,20 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
         "only {records} records generated: {generated}"
     );
 
-    run_ok(&[
-        "run",
-        one,
-        "--brokers",
-        &brokers,
-        "--exit-when-caught-up",
-        "-w",
-        "1",
-    ]);
-    run_ok(&[
-        "run",
-        two,
-        "--brokers",
-        &brokers,
-        "--exit-when-caught-up",
-        "-w",
-        "2",
-    ]);
-    run_ok(&[
-        "run",
-        four,
-        "--brokers",
-        &brokers,
-        "--exit-when-caught-up",
-        "-w",
-        "4",
-    ]);
+    let mut logs = std::collections::HashMap::new();
+    for (file, workers) in [(one, "1"), (two, "2"), (four, "4")] {
+        let log = run_ok(&[
+            "run",
+            file,
+            "--brokers",
+            &brokers,
+            "--exit-when-caught-up",
+            "-w",
+            workers,
+        ]);
+        assert_eq!(records_read(&log), records as u64, "{log}");
+        logs.insert(file, log);
+    }
     // Two processes of two workers each, on localhost.
     let mut procs = two_processes(
         dir.path(),
@@ -110,9 +97,20 @@ fn verify_passes_for_one_and_two_workers_and_catches_tampering() {
             process.log()
         );
     }
+    // Each process reads its share: together, every record once.
+    let read: u64 = procs.iter().map(|p| records_read(&p.log())).sum();
+    assert_eq!(read, records as u64);
+    logs.insert(
+        procs_file,
+        format!(
+            "--- process 0:\n{}\n--- process 1:\n{}",
+            procs[0].log(),
+            procs[1].log()
+        ),
+    );
     let mut expected = None;
     for file in [one, two, four, procs_file] {
-        let report = verify_clean(file, &brokers);
+        let report = verify_clean(file, &brokers, &logs[file]);
         assert_eq!(replayed(&report), records as u64, "{report}");
         let documents = expected_documents(&report, "github_user_profile");
         assert_eq!(*expected.get_or_insert(documents), documents, "{report}");
@@ -216,7 +214,7 @@ fn verify_passes_for_a_four_level_product_with_many_to_one() {
         "--partitions",
         "3",
     ]);
-    run_ok(&[
+    let log = run_ok(&[
         "run",
         file,
         "--brokers",
@@ -225,7 +223,8 @@ fn verify_passes_for_a_four_level_product_with_many_to_one() {
         "-w",
         "2",
     ]);
-    let report = verify_clean(file, &brokers);
+    let report = verify_clean(file, &brokers, &log);
+    assert_eq!(records_read(&log), replayed(&report), "{log}");
     assert!(report.contains("shop_orders: OK"), "{report}");
     let docs = read_output(&format!("{prefix}.customer_orders"));
     // The nesting reached the fourth level somewhere.
@@ -299,5 +298,15 @@ fn a_dead_process_stops_the_job_and_a_restart_recovers() {
             process.log()
         );
     }
-    verify_clean(file, &brokers);
+    let report = verify_clean(
+        file,
+        &brokers,
+        &format!(
+            "--- process 0:\n{}\n--- process 1:\n{}",
+            procs[0].log(),
+            procs[1].log()
+        ),
+    );
+    let read: u64 = procs.iter().map(|p| records_read(&p.log())).sum();
+    assert_eq!(read, replayed(&report), "{report}");
 }

@@ -104,15 +104,16 @@ fn verify_fails_for_each_deliberate_engine_bug_and_passes_without_one() {
     gen(&["--only-changes", "--changes", "1500"]);
 
     // No fault: the same binary writes what verify expects.
-    run_engine(&clean, None);
+    let log = run_engine(&clean, None);
     let (code, report) = verify(&clean);
-    assert_eq!(code, Some(0), "{report}");
-    assert!(report.contains("(0 undecodable)"), "{report}");
     assert!(
-        report.contains("shop_orders: OK")
+        code == Some(0)
+            && report.contains("(0 undecodable)")
+            && report.contains("shop_orders: OK")
             && report.contains("missing 0, unexpected 0, different 0"),
-        "{report}"
+        "{report}\n--- the job's log:\n{log}"
     );
+    assert_eq!(records_read(&log), replayed(&report), "{log}");
 
     for (fault, evidence) in FAULTS {
         let file = shop_file(dir.path(), &prefix, &fault.replace('-', "_"));

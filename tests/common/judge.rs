@@ -2,6 +2,7 @@
 //! comparison of an output topic with a prefix of its inputs.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use super::process::output;
 use super::product::Product;
@@ -16,18 +17,17 @@ pub fn verify_with(file: &str, brokers: &str, extra: &[&str]) -> (bool, String) 
 
 /// Runs `denorm verify` and asserts a full match with every input record decoded (verify
 /// fails on undecodable input anyway; the report must say so too, as a decoder that rejected a
-/// whole source would otherwise pass where the engine dead-letters the same records). Returns
-/// the report.
-pub fn verify_clean(file: &str, brokers: &str) -> String {
+/// whole source would otherwise pass where the engine dead-letters the same records). A failure
+/// shows the report and `job_log`, the log of the job (or jobs) whose output is judged, so that
+/// a failure seen once in CI can be diagnosed. Returns the report.
+pub fn verify_clean(file: &str, brokers: &str, job_log: &str) -> String {
     let (ok, report) = verify_with(file, brokers, &[]);
-    assert!(ok, "verify {file} failed:\n{report}");
+    let clean = ok
+        && report.contains("(0 undecodable)")
+        && report.contains("missing 0, unexpected 0, different 0");
     assert!(
-        report.contains("(0 undecodable)"),
-        "undecodable input records:\n{report}"
-    );
-    assert!(
-        report.contains("missing 0, unexpected 0, different 0"),
-        "{report}"
+        clean,
+        "verify {file} failed:\n{report}\n--- the job's log:\n{job_log}"
     );
     report
 }
@@ -88,9 +88,16 @@ pub fn verify_allowing(product: &Product, brokers: &str, undecodable: usize) -> 
 /// of each source partition before `positions` (verify's evaluator over a prefix of every
 /// partition, given as records in memory).
 pub fn compare_at(p: &Product, positions: &HashMap<(String, i32), i64>) -> denorm_verify::Run {
+    compare_file_at(Path::new(p.path()), positions)
+}
+
+/// [`compare_at`] for any product file: its output topic against the records of its sources
+/// before `positions`.
+pub fn compare_file_at(file: &Path, positions: &HashMap<(String, i32), i64>) -> denorm_verify::Run {
+    let plan = denorm::plan::load(file).unwrap();
     let settings = verify_settings();
     let mut inputs = Vec::new();
-    for source in &p.plan.sources {
+    for source in &plan.sources {
         denorm_verify::kafka::read_topic(&settings, &source.topic, |record| {
             let end = positions
                 .get(&(record.topic.clone(), record.partition))
@@ -104,11 +111,28 @@ pub fn compare_at(p: &Product, positions: &HashMap<(String, i32), i64>) -> denor
         .unwrap();
     }
     let mut outputs = Vec::new();
-    denorm_verify::kafka::read_topic(&settings, &p.output(), |record| {
+    denorm_verify::kafka::read_topic(&settings, &plan.products[0].output_topic, |record| {
         outputs.push(record);
         Ok(())
     })
     .unwrap();
-    let text = std::fs::read_to_string(p.path()).unwrap();
+    let text = std::fs::read_to_string(file).unwrap();
     denorm_verify::verify_records(&text, &inputs, &outputs).unwrap()
+}
+
+/// The end (next offset) of every partition of `topics` that holds records.
+pub fn ends(topics: &[&str]) -> HashMap<(String, i32), i64> {
+    let settings = verify_settings();
+    let mut ends = HashMap::new();
+    for topic in topics {
+        denorm_verify::kafka::read_topic(&settings, topic, |record| {
+            let end = ends
+                .entry((record.topic.clone(), record.partition))
+                .or_insert(0);
+            *end = (*end).max(record.offset + 1);
+            Ok(())
+        })
+        .unwrap();
+    }
+    ends
 }
