@@ -9,14 +9,15 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// Every record of a topic with its headers: (key, value, headers).
-fn letters(
-    topic: &str,
-) -> Vec<(
+/// A record of a dead-letter topic: key, value and headers.
+type Letter = (
     Option<String>,
     Option<String>,
     std::collections::BTreeMap<String, String>,
-)> {
+);
+
+/// Every record of a topic with its headers.
+fn letters(topic: &str) -> Vec<Letter> {
     read_placed(topic)
         .into_iter()
         .map(|r| (Some(r.key), r.value, r.headers))
