@@ -45,9 +45,12 @@ fn run_engine(file: &Path, fault: Option<&str>) -> String {
         command.env("DENORM_FAULT", fault);
     }
     let out = finish(&mut command, RUN_TIMEOUT);
-    let log = out.stderr;
-    assert!(out.ok(), "denorm run with {fault:?} failed:\n{log}");
-    log
+    assert!(
+        out.ok(),
+        "denorm run with {fault:?} failed:\n{}",
+        out.stderr
+    );
+    out.stderr
 }
 
 /// Runs `denorm verify` (never with a fault); returns its exit code and report.
