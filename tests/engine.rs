@@ -658,7 +658,7 @@ fn undecodable_records_go_to_the_dead_letter_topic_and_the_rest_verifies() {
     // Each bad record is in the dead-letter topic with its bytes and where it came from.
     let consumer = kafka().consumer("dlq-test").unwrap();
     let mut list = rdkafka::TopicPartitionList::new();
-    list.add_partition_offset(&dlq, 0, rdkafka::Offset::Beginning)
+    list.add_partition_offset(&dlq, 0, rdkafka::Offset::Offset(0))
         .unwrap();
     consumer.assign(&list).unwrap();
     let mut letters = Vec::new();

@@ -9,7 +9,15 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset};
+
+/// Where a reader of a whole partition starts: offset 0, not `Offset::Beginning`. The
+/// consumers reset an offset below the log start to the earliest (`auto.offset.reset`), so on
+/// Kafka the two are the same; but `Beginning` is resolved by asking the broker for the earliest
+/// offset, and the test broker (tansu 0.6, memory storage) answers with the batch stored first,
+/// not the lowest offset: when two producers wrote a partition at once, a reader from the
+/// "beginning" skipped the first batch.
+pub const FROM_START: Offset = Offset::Offset(0);
 
 /// Routes librdkafka's errors and log lines to `tracing` through [`log_client_error`] and
 /// [`log_client_line`] (warnings, each repeated message once per 10 s), leaving out

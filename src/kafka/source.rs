@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::client::{cached_watermarks, KafkaOptions, Reader};
+use super::client::{cached_watermarks, KafkaOptions, Reader, FROM_START};
 use super::position::PartitionPosition;
 
 /// How often a reader copies the watermarks its consumer saw into the positions.
@@ -140,7 +140,8 @@ impl TopicsReader {
         Ok(())
     }
 
-    /// Assigns every partition, each from where it is.
+    /// Assigns every partition, each from where it is, a partition not read yet from
+    /// [`FROM_START`].
     fn assign(&mut self) -> anyhow::Result<()> {
         self.reassign = false;
         let mut list = TopicPartitionList::new();
@@ -149,7 +150,7 @@ impl TopicsReader {
                 let offset = t
                     .next_offsets
                     .get(&p)
-                    .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                    .map_or(FROM_START, |&o| Offset::Offset(o));
                 list.add_partition_offset(topic, p, offset)
                     .map_err(|e| anyhow::anyhow!("cannot assign {topic}/{p}: {e}"))?;
             }

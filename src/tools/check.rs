@@ -16,7 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::decode::{self, DecodeError};
-use crate::kafka::client::{cached_watermarks, KafkaOptions, Reader};
+use crate::kafka::client::{cached_watermarks, KafkaOptions, Reader, FROM_START};
 use crate::kafka::source::Origin;
 use crate::plan::spec::{self, SourceText};
 use crate::plan::suggest;
@@ -242,7 +242,7 @@ fn sample_partition(
             record(origin, key.as_deref(), value.as_deref());
         }
     };
-    assign(Offset::Beginning)?;
+    assign(FROM_START)?;
     let first = read(n, n, None)?;
     let next = first.kept.last().map(|(o, _, _)| o.offset + 1);
     let at_end = first.at_end;

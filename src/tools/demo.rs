@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 
 use crate::kafka::admin::RecordProducer;
-use crate::kafka::client::{KafkaOptions, Reader};
+use crate::kafka::client::{KafkaOptions, Reader, FROM_START};
 use crate::plan;
 use crate::runtime::{self as job, JobOptions};
 use crate::tools::gen::{self, GenOptions};
@@ -158,7 +158,7 @@ fn printer(kafka: &KafkaOptions, topic: &str) -> anyhow::Result<Reader> {
     let consumer = kafka.consumer("demo-printer")?;
     let mut list = TopicPartitionList::new();
     for p in 0..2 {
-        list.add_partition_offset(topic, p, Offset::Beginning)?;
+        list.add_partition_offset(topic, p, FROM_START)?;
     }
     consumer.assign(&list)?;
     Ok(consumer)

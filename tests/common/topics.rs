@@ -172,7 +172,9 @@ pub fn read_placed_on(kafka: &KafkaOptions, topic: &str) -> Vec<Placed> {
     let consumer = kafka.consumer("denorm-test-reader").unwrap();
     let mut list = rdkafka::TopicPartitionList::new();
     for p in 0..counts[0] {
-        list.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+        // Offset 0, not `Beginning`, which tansu resolves to the batch stored first (see
+        // `denorm_verify::kafka::read_topic`); the consumer resets to the earliest below it.
+        list.add_partition_offset(topic, p, rdkafka::Offset::Offset(0))
             .unwrap();
     }
     consumer.assign(&list).unwrap();

@@ -186,7 +186,12 @@ pub fn read_topic(
     let count = partitions(&consumer, settings, topic)?;
     let mut list = TopicPartitionList::new();
     for p in 0..count {
-        list.add_partition_offset(topic, p, Offset::Beginning)
+        // Offset 0, not `Offset::Beginning`: the consumer resets an offset below the log start
+        // to the earliest, so on Kafka it is the same; but `Beginning` asks the broker for the
+        // earliest offset, and the test broker (tansu 0.6, memory storage) answers with the
+        // batch stored first, not the lowest: after two producers wrote a partition at once,
+        // reading from the "beginning" skipped the first batch (documents reported missing).
+        list.add_partition_offset(topic, p, Offset::Offset(0))
             .with_context(|| format!("cannot assign {topic} partition {p}"))?;
     }
     consumer
