@@ -416,9 +416,10 @@ fn explain_dot_is_a_graph_of_the_plan() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for expected in [
-        r#"label="arrangement\nusers by (username)""#,
-        r#"join\nusers(username) = pull_requests(author)"#,
-        r#"join\nstars(repo_owner, repo_name) = repos(owner, name)"#,
+        r#"label="index\nusers by (username)""#,
+        r#"label="index\npull_requests by (author)""#,
+        r#"find\nusers(username) = pull_requests(author)"#,
+        r#"find\nstars(repo_owner, repo_name) = repos(owner, name)"#,
         r#"output topic github.user_profile\nkey (email)"#,
         r#"github.public.stars"#,
     ] {
