@@ -426,6 +426,7 @@ fn explain_dot_is_a_graph_of_the_plan() {
     for expected in [
         r#"label="index\nusers by (username)""#,
         r#"label="index\nusers by (id)""#,
+        r#"label="index\npull_requests by (author)""#,
         r#"find\nusers(username) = pull_requests(author)"#,
         r#"find\nstars(repo_owner, repo_name) = repos(owner, name)"#,
         r#"output topic github.user_profile\nkey (email)"#,

@@ -12,6 +12,7 @@
 //! from them; a source or index no product uses any more is dropped. Every worker must install
 //! and remove the same products in the same order: the job sequences these commands.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -28,7 +29,7 @@ use super::product::{self, HeldInput, ReadinessInput};
 use super::propagate::Arrangements;
 use super::rows::{arrange_rows, RowCount, RowTrace, Rows, SourceEvent};
 use super::sink::Held;
-use super::sink::{Failure, SharedWriter, SinkControl};
+use super::sink::{Failure, SharedWriter, SinkControl, SinkMember};
 use super::tree::{Finder, Tree};
 use super::Time;
 use crate::plan::{KeyedArrangement, Plan, ProductPlan, SourceId, SourcePlan};
@@ -50,16 +51,55 @@ struct InstalledIndex {
     computed: ProbeHandle<Time>,
 }
 
-/// A product's dataflow, and the protocol by which a worker starts it: each worker says when it
-/// has caught up with the product's sources and when it has fed its share of what the output
-/// topic held; once every worker has said both, the product's documents are built.
-pub struct InstalledProduct {
-    pub plan: ProductPlan,
+/// A dataflow of products of one shape on a worker (see [`Tree::shape_key`]): its readiness
+/// input, shared by its members.
+struct SharedDataflow {
     dataflow: usize,
-    sources: BTreeSet<SourceId>,
-    indexes: Vec<KeyedArrangement>,
     /// Open until this worker has sent both of its messages.
     control: Option<ReadinessInput>,
+    caught_up_sent: bool,
+    /// Members installed, members that fed their share of their output topic (or were removed
+    /// before), and members not removed.
+    members: usize,
+    loaded: usize,
+    live: usize,
+}
+
+impl SharedDataflow {
+    fn send(&mut self, message: impl Fn(u64) -> Readiness, peers: usize) {
+        if let Some(control) = self.control.as_mut() {
+            for to in 0..peers as u64 {
+                control.send(message(to));
+            }
+        }
+    }
+
+    /// One more member fed its share of its output topic: when all have, the drivers hear it.
+    fn member_loaded(&mut self, peers: usize) {
+        self.loaded += 1;
+        if self.loaded == self.members {
+            self.send(|to| Readiness::Loaded { to }, peers);
+        }
+        self.close_when_done();
+    }
+
+    fn close_when_done(&mut self) {
+        if self.caught_up_sent && self.loaded == self.members {
+            self.control = None;
+        }
+    }
+}
+
+/// A product, and the protocol by which a worker starts it: each worker says when it has caught
+/// up with the product's sources and when it has fed its share of what the output topic held;
+/// once every worker has said both (for every product sharing its dataflow), the product's
+/// documents are built.
+pub struct InstalledProduct {
+    pub plan: ProductPlan,
+    shared: Rc<RefCell<SharedDataflow>>,
+    sources: BTreeSet<SourceId>,
+    indexes: Vec<KeyedArrangement>,
+    /// Open until this worker has fed its share of the output topic.
     held: Option<HeldInput>,
     caught_up: bool,
     loaded: bool,
@@ -90,13 +130,15 @@ impl InstalledProduct {
             return;
         }
         self.caught_up = true;
-        if let Some(control) = self.control.as_mut() {
-            control.advance_to(time.max(*control.time()));
-            for to in 0..peers as u64 {
-                control.send(Readiness::CaughtUp { to });
+        let mut shared = self.shared.borrow_mut();
+        if !shared.caught_up_sent {
+            shared.caught_up_sent = true;
+            if let Some(control) = shared.control.as_mut() {
+                control.advance_to(time.max(*control.time()));
             }
+            shared.send(|to| Readiness::CaughtUp { to }, peers);
+            shared.close_when_done();
         }
-        self.close_when_done();
     }
 
     /// A document (`None`: a tombstone) of this worker's share of the output topic, in the
@@ -107,32 +149,21 @@ impl InstalledProduct {
         }
     }
 
-    /// This worker has fed its share of the output topic: tells every worker's driver.
+    /// This worker has fed its share of the output topic: tells every worker's driver (once
+    /// every product sharing the dataflow has).
     pub fn loaded(&mut self, peers: usize) {
         if self.loaded {
             return;
         }
         self.loaded = true;
-        if let Some(control) = self.control.as_mut() {
-            for to in 0..peers as u64 {
-                control.send(Readiness::Loaded { to });
-            }
-        }
         self.held = None;
-        self.close_when_done();
-    }
-
-    fn close_when_done(&mut self) {
-        if self.caught_up && self.loaded {
-            self.control = None;
-            self.held = None;
-        }
+        self.shared.borrow_mut().member_loaded(peers);
     }
 
     /// The job stops before this worker caught up: the product will not be built (its
     /// documents would reflect part of the sources); its inputs close.
     pub fn abandon(&mut self) {
-        self.control = None;
+        self.shared.borrow_mut().control = None;
         self.held = None;
     }
 
@@ -142,7 +173,7 @@ impl InstalledProduct {
     }
 
     fn advance_to(&mut self, time: Time) {
-        if let Some(control) = self.control.as_mut() {
+        if let Some(control) = self.shared.borrow_mut().control.as_mut() {
             control.advance_to(time.max(*control.time()));
         }
         if let Some(held) = self.held.as_mut() {
@@ -228,6 +259,8 @@ impl Catalog {
         let first = self.plan.products.len();
         crate::plan::merge(&mut self.plan, plan, crate::plan::Sharing::Running)?;
         let mut new_sources = Vec::new();
+        // Products of one shape installed together share one dataflow.
+        let mut groups: Vec<Vec<Member>> = Vec::new();
         for (i, writer) in (first..self.plan.products.len()).zip(writers) {
             let product = self.plan.products[i].clone();
             let tree = Rc::new(Tree::of(&self.plan, &product));
@@ -263,15 +296,23 @@ impl Catalog {
                     "building a product over the shared rows and indexes"
                 );
             }
-            self.install_product(
-                worker,
-                product,
+            let member = Member {
+                plan: product,
                 tree,
                 sources,
                 indexes,
                 writer,
-                failure.clone(),
-            );
+            };
+            match groups
+                .iter_mut()
+                .find(|g| g[0].tree.shape_key() == member.tree.shape_key())
+            {
+                Some(group) => group.push(member),
+                None => groups.push(vec![member]),
+            }
+        }
+        for group in groups {
+            self.install_products(worker, group, failure.clone());
         }
         Ok(new_sources)
     }
@@ -284,8 +325,19 @@ impl Catalog {
             .iter()
             .position(|p| p.plan.name == name)
             .ok_or_else(|| anyhow::anyhow!("no product {name} runs"))?;
-        let product = self.products.remove(at);
-        worker.drop_dataflow(product.dataflow);
+        let mut product = self.products.remove(at);
+        // Its sink writes nothing more; the dataflow goes with the last product sharing it.
+        product.sink.removed.set(true);
+        product.held = None;
+        let mut shared = product.shared.borrow_mut();
+        if !product.loaded {
+            shared.member_loaded(worker.peers());
+        }
+        shared.live -= 1;
+        if shared.live == 0 {
+            worker.drop_dataflow(shared.dataflow);
+        }
+        drop(shared);
         self.plan.products.retain(|p| p.name != name);
         let used: BTreeSet<&KeyedArrangement> =
             self.products.iter().flat_map(|p| &p.indexes).collect();
@@ -429,20 +481,25 @@ impl Catalog {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn install_product(
-        &mut self,
-        worker: &mut Worker,
-        plan: ProductPlan,
-        tree: Rc<Tree>,
-        sources: BTreeSet<SourceId>,
-        indexes: Vec<KeyedArrangement>,
-        writer: SharedWriter,
-        failure: Failure,
-    ) {
+    /// Installs one dataflow for `group`, products of one shape.
+    fn install_products(&mut self, worker: &mut Worker, group: Vec<Member>, failure: Failure) {
         let dataflow = worker.next_dataflow_index();
-        let sink = Rc::new(SinkControl::default());
+        let controls: Vec<Rc<SinkControl>> = group.iter().map(|_| Rc::default()).collect();
+        let members = group
+            .iter()
+            .zip(&controls)
+            .map(|(m, control)| SinkMember {
+                tree: m.tree.clone(),
+                writer: m.writer.clone(),
+                control: control.clone(),
+            })
+            .collect();
+        let name = match group.len() {
+            1 => format!("Product({})", group[0].plan.name),
+            n => format!("Products({} and {} more)", group[0].plan.name, n - 1),
+        };
         let budget = self.budget.clone();
-        let mut handles = worker.dataflow_named(&format!("Product({})", plan.name), |scope| {
+        let handles = worker.dataflow_named(&name, |scope| {
             let mut imports = Imports {
                 scope,
                 sources: &mut self.sources,
@@ -450,31 +507,46 @@ impl Catalog {
                 rows: HashMap::new(),
                 imported: HashMap::new(),
             };
-            product::build(
-                scope,
-                tree,
-                &mut imports,
-                writer,
-                failure,
-                sink.clone(),
-                budget,
-            )
+            product::build(scope, members, &mut imports, failure, budget)
         });
-        handles.control.advance_to(self.time);
-        handles.held.advance_to(self.time);
-        self.products.push(InstalledProduct {
-            plan,
+        let product::ProductDataflow {
+            mut control,
+            held,
+            written,
+        } = handles;
+        control.advance_to(self.time);
+        let shared = Rc::new(RefCell::new(SharedDataflow {
             dataflow,
-            sources,
-            indexes,
-            control: Some(handles.control),
-            held: Some(handles.held),
-            caught_up: false,
-            loaded: false,
-            written: handles.written,
-            sink,
-        });
+            control: Some(control),
+            caught_up_sent: false,
+            members: group.len(),
+            loaded: 0,
+            live: group.len(),
+        }));
+        for ((member, mut held), sink) in group.into_iter().zip(held).zip(controls) {
+            held.advance_to(self.time);
+            self.products.push(InstalledProduct {
+                plan: member.plan,
+                shared: shared.clone(),
+                sources: member.sources,
+                indexes: member.indexes,
+                held: Some(held),
+                caught_up: false,
+                loaded: false,
+                written: written.clone(),
+                sink,
+            });
+        }
     }
+}
+
+/// A product about to be installed.
+struct Member {
+    plan: ProductPlan,
+    tree: Rc<Tree>,
+    sources: BTreeSet<SourceId>,
+    indexes: Vec<KeyedArrangement>,
+    writer: SharedWriter,
 }
 
 /// The shared traces a product's dataflow imports, each once.

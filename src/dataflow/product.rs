@@ -1,10 +1,8 @@
-//! One product's dataflow, wired from its tree: which roots are dirty ([`propagate`]), the
-//! driver that starts their documents ([`drive`]), a finding stage per nested node ([`find`])
-//! whose parts and wants fan out by port, and the sink that builds and writes the documents
-//! ([`sink`]). It reads the sources' rows and indexes through [`Arrangements`]; it keeps no state
+//! The dataflow of one product, or of several of one shape, wired from its tree: which roots
+//! are dirty ([`propagate`]), the driver that starts their documents ([`drive`]), a finding
+//! stage per nested node ([`find`]) whose parts and wants fan out by port, and the sink that
+//! builds and writes each product's documents ([`sink`]). It reads the sources' rows and indexes through [`Arrangements`]; it keeps no state
 //! of its own but the sink's hashes and what is in flight.
-
-use std::rc::Rc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Map;
@@ -15,9 +13,8 @@ use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 use super::drive::{drive, Budget, DriverInput, Readiness};
 use super::find::{find, Found, Want};
 use super::propagate::{propagate, Arrangements};
-use super::sink::{sink, Held};
-use super::sink::{Failure, SharedWriter, SinkControl};
-use super::tree::{Finder, Tree};
+use super::sink::{sink, Failure, Held, SinkMember};
+use super::tree::Finder;
 use super::Time;
 
 /// The job's messages to a product's drivers.
@@ -25,28 +22,39 @@ pub type ReadinessInput = InputHandle<Time, CapacityContainerBuilder<Vec<Readine
 /// What the output topic held, to a product's sinks.
 pub type HeldInput = InputHandle<Time, CapacityContainerBuilder<Vec<Held>>>;
 
-/// The handles a product's dataflow is driven and watched with.
+/// The handles a dataflow of products of one shape is driven and watched with.
 pub struct ProductDataflow {
     pub control: ReadinessInput,
-    pub held: HeldInput,
+    /// Each member's input of what its output topic held.
+    pub held: Vec<HeldInput>,
     /// Passes a time once the documents started at it are written.
     pub written: ProbeHandle<Time>,
 }
 
-/// Builds `tree`'s product in `scope`, writing to `writer`.
+/// Builds the dataflow of `members`, products of one shape (equal [`Tree::shape_key`]s): one
+/// propagation, driver and finding of rows for all of them, and a sink that assembles and
+/// writes each member's documents.
 pub fn build<'s>(
     scope: Scope<'s, Time>,
-    tree: Rc<Tree>,
+    members: Vec<SinkMember>,
     arrangements: &mut impl Arrangements<'s>,
-    writer: SharedWriter,
     failure: Failure,
-    sink_control: Rc<SinkControl>,
     budget: Budget,
 ) -> ProductDataflow {
+    let tree = members[0].tree.clone();
+    debug_assert!(members
+        .iter()
+        .all(|m| m.tree.shape_key() == tree.shape_key()));
     let mut control = ReadinessInput::new();
-    let mut held = HeldInput::new();
     let control_stream = control.to_stream(scope);
-    let held_stream = held.to_stream(scope);
+    let mut held = Vec::new();
+    let mut held_streams = Vec::new();
+    for member in 0..members.len() {
+        let mut input = HeldInput::new();
+        held_streams.push(input.to_stream(scope).map(move |h| (member, h)));
+        held.push(input);
+    }
+    let held_stream = scope.concatenate(held_streams);
     let dirty = propagate(&tree, &control_stream, arrangements);
     let driver_input = control_stream
         .map(DriverInput::Readiness)
@@ -87,7 +95,7 @@ pub fn build<'s>(
         }
     }
     let parts = scope.concatenate(to_sink);
-    sink(tree, parts, held_stream, writer, failure, sink_control).probe_with(&written);
+    sink(members, parts, held_stream, failure).probe_with(&written);
     ProductDataflow {
         control,
         held,

@@ -40,11 +40,23 @@ pub type SharedWriter = Rc<RefCell<dyn DocWriter>>;
 /// The first error a worker met; the job loop stops on it.
 pub type Failure = Rc<RefCell<Option<anyhow::Error>>>;
 
-/// What a sink tells the job.
+/// What a sink tells the job, and the job the sink.
 #[derive(Debug, Default)]
 pub struct SinkControl {
     /// Set once the sink has written the hydration's documents (and its tombstones).
     pub caught_up: Cell<bool>,
+    /// Set by the job when the product is removed while the products it shares its dataflow
+    /// with go on: the sink writes nothing more for it and forgets its topic.
+    pub removed: Cell<bool>,
+}
+
+/// One product written by a sink: products of one shape (the same sources and links, see
+/// [`Tree::shape_key`]) share the rows found for their documents, and each assembles and
+/// writes its own.
+pub struct SinkMember {
+    pub tree: Rc<Tree>,
+    pub writer: SharedWriter,
+    pub control: Rc<SinkControl>,
 }
 
 /// A record of the output topic as it was when the product started, in the topic's order: a
@@ -138,19 +150,18 @@ impl Topic {
     }
 }
 
-/// Writes `tree`'s documents from the parts in `found` to `writer`, against what the output
-/// topic held (`held`). The returned stream carries nothing; probe it to know which times have
-/// been written.
+/// Writes each member's documents from the parts in `found` to its writer, against what its
+/// output topic held (`held`: the member's index and a record). The returned stream carries
+/// nothing; probe it to know which times have been written.
 pub fn sink<'s>(
-    tree: Rc<Tree>,
+    members: Vec<SinkMember>,
     found: Stream<'s, Time, Vec<Found>>,
-    held: Stream<'s, Time, Vec<Held>>,
-    writer: SharedWriter,
+    held: Stream<'s, Time, Vec<(usize, Held)>>,
     failure: Failure,
-    control: Rc<SinkControl>,
 ) -> Stream<'s, Time, Vec<()>> {
     let peers = found.scope().peers();
-    let name = format!("Sink({})", tree.product);
+    let names: Vec<&str> = members.iter().map(|m| m.tree.product.as_str()).collect();
+    let name = format!("Sink({})", names.join(", "));
     found.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
         held,
         Exchange::new(|f: &Found| match f {
@@ -159,16 +170,18 @@ pub fn sink<'s>(
             Found::Hydrated(to) => *to,
             Found::Want(_) => 0,
         }),
-        Exchange::new(|h: &Held| key_route(&h.key)),
+        Exchange::new(|(_, h): &(usize, Held)| key_route(&h.key)),
         &name,
         move |_capability, _info| {
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Found>)> = BTreeMap::new();
-            let mut topic = Topic::default();
+            let mut topics: Vec<Topic> = members.iter().map(|_| Topic::default()).collect();
             // Drivers that started every document of the hydration.
             let mut hydrated = 0usize;
             let mut last_written: Option<Time> = None;
             move |(found, found_frontier), (held, held_frontier), _output| {
-                held.for_each(|_cap, data| data.drain(..).for_each(|h| topic.held(h)));
+                held.for_each(|_cap, data| {
+                    data.drain(..).for_each(|(member, h)| topics[member].held(h))
+                });
                 found.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
                     pending
@@ -179,47 +192,58 @@ pub fn sink<'s>(
                 });
                 let complete =
                     |t: &Time| !found_frontier.less_equal(t) && !held_frontier.less_equal(t);
-                let mut writer = writer.borrow_mut();
                 while let Some(entry) = pending.first_entry() {
                     if !complete(entry.key()) {
                         break;
                     }
                     let time = *entry.key();
                     let (_cap, messages) = entry.remove();
-                    // The records of this time are measured against the inputs read since the
-                    // last time written (none while hydrating: those are the topics' contents).
-                    let window: Vec<Time> = match (topic.hydrated, last_written) {
-                        (true, Some(last)) => (last + 1..=time).collect(),
-                        _ => Vec::new(),
-                    };
-                    writer.begin_window(&window);
-                    last_written = Some(time);
-                    let mut write = |key: &str, json: Option<&str>| {
-                        if let Err(e) = writer.write(key, json) {
-                            failure.borrow_mut().get_or_insert(e);
-                        }
-                    };
                     let mut parts: Vec<FoundRow> = Vec::new();
+                    let mut gone = Vec::new();
                     for message in messages {
                         match message {
                             Found::Row(part) => parts.push(part),
-                            Found::Gone { key, .. } => topic.gone(&key, &mut write),
+                            Found::Gone { key, .. } => gone.push(key),
                             Found::Hydrated(_) => hydrated += 1,
                             Found::Want(_) => {}
                         }
                     }
                     // The parts of each document together.
                     parts.sort_unstable_by_key(|p| p.doc);
-                    for group in parts.chunk_by(|a, b| a.doc == b.doc) {
-                        if let Some(doc) = assemble(&tree, group) {
-                            topic.document(doc, &mut write);
+                    for (member, topic) in members.iter().zip(topics.iter_mut()) {
+                        if member.control.removed.get() {
+                            *topic = Topic::default();
+                            continue;
+                        }
+                        let mut writer = member.writer.borrow_mut();
+                        // The records of this time are measured against the inputs read since
+                        // the last time written (none while hydrating: those are the topics'
+                        // contents).
+                        let window: Vec<Time> = match (topic.hydrated, last_written) {
+                            (true, Some(last)) => (last + 1..=time).collect(),
+                            _ => Vec::new(),
+                        };
+                        writer.begin_window(&window);
+                        let mut write = |key: &str, json: Option<&str>| {
+                            if let Err(e) = writer.write(key, json) {
+                                failure.borrow_mut().get_or_insert(e);
+                            }
+                        };
+                        for key in &gone {
+                            topic.gone(key, &mut write);
+                        }
+                        for group in parts.chunk_by(|a, b| a.doc == b.doc) {
+                            if let Some(doc) = assemble(&member.tree, group) {
+                                topic.document(doc, &mut write);
+                            }
+                        }
+                        if !topic.hydrated && hydrated == peers {
+                            topic.end_hydration(&mut write);
+                            member.control.caught_up.set(true);
+                            tracing::debug!(product = %member.tree.product, documents = topic.entries.len(), at = time, "hydrated");
                         }
                     }
-                    if !topic.hydrated && hydrated == peers {
-                        topic.end_hydration(&mut write);
-                        control.caught_up.set(true);
-                        tracing::debug!(product = %tree.product, documents = topic.entries.len(), at = time, "hydrated");
-                    }
+                    last_written = Some(time);
                 }
             }
         },

@@ -16,7 +16,7 @@ use super::index::{arrange_index, Index};
 use super::product;
 use super::propagate::Arrangements;
 use super::rows::{arrange_rows, Rows, SourceEvent};
-use super::sink::{DocWriter, SinkControl};
+use super::sink::{DocWriter, SinkControl, SinkMember};
 use super::tree::{Finder, Tree};
 use super::Time;
 use crate::decode::{Change, Decoder};
@@ -125,6 +125,18 @@ fn verify(
     records: &[crate::tools::gen::Record],
     writes: &[Vec<(String, Option<String>)>],
 ) -> denorm_verify::Run {
+    let text = std::fs::read_to_string(path(file)).unwrap();
+    verify_product(&text, 0, plan, records, writes)
+}
+
+/// As [`verify`], for the product file `text`, the plan's product `product`.
+fn verify_product(
+    text: &str,
+    product: usize,
+    plan: &Plan,
+    records: &[crate::tools::gen::Record],
+    writes: &[Vec<(String, Option<String>)>],
+) -> denorm_verify::Run {
     let bytes = |text: &Option<String>| text.as_ref().map(|t| t.as_bytes().to_vec());
     let inputs: Vec<denorm_verify::Record> = records
         .iter()
@@ -141,7 +153,7 @@ fn verify(
     for (worker, written) in writes.iter().enumerate() {
         for (offset, (key, value)) in written.iter().enumerate() {
             outputs.push(denorm_verify::Record {
-                topic: plan.products[0].output_topic.clone(),
+                topic: plan.products[product].output_topic.clone(),
                 partition: worker as i32,
                 offset: offset as i64,
                 key: Some(key.as_bytes().to_vec()),
@@ -149,8 +161,7 @@ fn verify(
             });
         }
     }
-    let text = std::fs::read_to_string(path(file)).unwrap();
-    denorm_verify::verify_records(&text, &inputs, &outputs).unwrap()
+    denorm_verify::verify_records(text, &inputs, &outputs).unwrap()
 }
 
 /// Runs the plan's first product on `workers` workers: the snapshot at one time, the release,
@@ -167,9 +178,6 @@ fn run(
     })
 }
 
-/// Steps a worker may take after its inputs closed before the test calls the dataflow stuck.
-const STEP_LIMIT: usize = 2_000_000;
-
 /// As [`run`], with the documents a worker's drivers may have in flight (`budget` of the
 /// worker's index).
 fn run_with_budget(
@@ -180,13 +188,39 @@ fn run_with_budget(
     per_time: usize,
     budget: fn(usize) -> usize,
 ) -> Vec<Vec<(String, Option<String>)>> {
+    let mut all = run_products(plan, 1, workers, snapshot, changes, per_time, budget);
+    all.swap_remove(0)
+}
+
+/// Steps a worker may take after its inputs closed before the test calls the dataflow stuck.
+const STEP_LIMIT: usize = 2_000_000;
+
+/// Each worker's writes, in order.
+type Writes = Vec<Vec<(String, Option<String>)>>;
+
+/// Runs the plan's first `products` products, of one shape, in one dataflow (as the catalog
+/// installs them). Returns each product's writes, in order per worker.
+fn run_products(
+    plan: &Plan,
+    products: usize,
+    workers: usize,
+    snapshot: Vec<(SourceId, SourceEvent)>,
+    changes: Vec<(SourceId, SourceEvent)>,
+    per_time: usize,
+    budget: fn(usize) -> usize,
+) -> Vec<Writes> {
     let plan = Arc::new(plan.clone());
     let (snapshot, changes) = (Arc::new(snapshot), Arc::new(changes));
     let results = Arc::new(Mutex::new(Vec::new()));
     let out = results.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
-        let tree = Rc::new(Tree::of(&plan, &plan.products[0]));
-        let writer = Rc::new(RefCell::new(VecWriter::default()));
+        let trees: Vec<Rc<Tree>> = (0..products)
+            .map(|p| Rc::new(Tree::of(&plan, &plan.products[p])))
+            .collect();
+        let tree = trees[0].clone();
+        let writers: Vec<Rc<RefCell<VecWriter>>> = (0..products)
+            .map(|_| Rc::new(RefCell::new(VecWriter::default())))
+            .collect();
         let mut inputs: BTreeMap<
             SourceId,
             InputHandle<Time, CapacityContainerBuilder<Vec<SourceEvent>>>,
@@ -222,13 +256,20 @@ fn run_with_budget(
                     }
                 }
             }
+            let members = trees
+                .iter()
+                .zip(&writers)
+                .map(|(tree, writer)| SinkMember {
+                    tree: tree.clone(),
+                    writer: writer.clone(),
+                    control: Rc::new(SinkControl::default()),
+                })
+                .collect();
             product::build(
                 scope,
-                tree.clone(),
+                members,
                 &mut local,
-                writer.clone(),
                 Rc::new(RefCell::new(None)),
-                Rc::new(SinkControl::default()),
                 Budget::new(budget(index)),
             )
         });
@@ -258,7 +299,9 @@ fn run_with_budget(
                 input.advance_to(time);
             }
             handles.control.advance_to(time);
-            handles.held.advance_to(time);
+            for held in handles.held.iter_mut() {
+                held.advance_to(time);
+            }
         };
         advance(time, &mut inputs, &mut handles);
         if worker.index() == 0 {
@@ -297,13 +340,18 @@ fn run_with_budget(
                 "the dataflow is stuck: nothing written for {steps} steps"
             );
         }
-        out.lock()
-            .unwrap()
-            .push(std::mem::take(&mut writer.borrow_mut().written));
+        let written: Vec<_> = writers
+            .iter()
+            .map(|w| std::mem::take(&mut w.borrow_mut().written))
+            .collect();
+        out.lock().unwrap().push(written);
     })
     .unwrap();
-    let results = results.lock().unwrap().clone();
-    results
+    // Per worker, per product → per product, per worker.
+    let per_worker = results.lock().unwrap().clone();
+    (0..products)
+        .map(|p| per_worker.iter().map(|w| w[p].clone()).collect())
+        .collect()
 }
 
 fn path(file: &str) -> std::path::PathBuf {
@@ -378,6 +426,61 @@ fn a_driver_without_budget_still_makes_progress() {
     let verdict = verify(file, &plan, &snapshot, &writes);
     assert!(verdict.ok(0), "{}", verdict.report(0));
     assert!(verdict.comparisons[0].expected > 250);
+}
+
+/// Two products of one shape (the same sources and links; other root fields, in another
+/// order) share one dataflow: one driver and one finding of rows, a sink that writes each its
+/// own documents. Each product's documents are the reference's, through hydration and changes.
+#[test]
+fn products_of_one_shape_share_a_dataflow_and_each_writes_its_own_documents() {
+    let base = std::fs::read_to_string(path("dataflows/github_user_profile.toml")).unwrap();
+    let variant = base
+        .replace(
+            r#"name = "github_user_profile""#,
+            r#"name = "profile_variant""#,
+        )
+        .replace(
+            r#"output_topic = "github.user_profile""#,
+            r#"output_topic = "github.profile_variant""#,
+        )
+        .replace(
+            r#"fields = ["email", "username"]"#,
+            r#"fields = ["username", "id", "registered_at"]"#,
+        );
+    assert_ne!(variant, base);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.toml"), &base).unwrap();
+    std::fs::write(dir.path().join("b.toml"), &variant).unwrap();
+    let plan = crate::plan::load_all(&[dir.path().to_owned()]).unwrap();
+    let names: Vec<&str> = plan.products.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["github_user_profile", "profile_variant"]);
+    let shape = |p: usize| Tree::of(&plan, &plan.products[p]).shape_key();
+    assert_eq!(shape(0), shape(1));
+    let (snapshot, changes) = generated(&plan, 300, 1500, 11);
+    let all: Vec<_> = snapshot.iter().chain(&changes).cloned().collect();
+    let (snapshot, changes) = (decoded(&plan, &snapshot), decoded(&plan, &changes));
+    for workers in [1, 2] {
+        let writes = run_products(
+            &plan,
+            2,
+            workers,
+            snapshot.clone(),
+            changes.clone(),
+            29,
+            |_| WORKER_BUDGET,
+        );
+        for (product, text) in [&base, &variant].into_iter().enumerate() {
+            let verdict = verify_product(text, product, &plan, &all, &writes[product]);
+            assert!(
+                verdict.ok(0),
+                "{} on {workers} workers:\n{}",
+                names[product],
+                verdict.report(0)
+            );
+            assert!(verdict.comparisons[0].expected > 250);
+        }
+        assert_ne!(writes[0], writes[1], "each writes its own documents");
+    }
 }
 
 /// A rough timing of the in-memory hydration (`cargo test --release -- --ignored --nocapture

@@ -37,6 +37,10 @@ impl Finder {
     }
 }
 
+/// What the rows found for one node depend on: its source, its parent, and its link columns
+/// (the parent's, the node's).
+pub type ShapeNode = (SourceId, Option<NodeId>, Option<(Vec<usize>, Vec<usize>)>);
+
 /// One node of the tree.
 #[derive(Debug, Clone)]
 pub struct TreeNode {
@@ -85,6 +89,22 @@ impl Tree {
 
     pub fn root(&self) -> &TreeNode {
         &self.nodes[0]
+    }
+
+    /// What the rows found for a document depend on: each node's source, parent and link
+    /// columns (not the fields, order or cardinality, which only assembly reads). Products of
+    /// equal shapes find the same rows for the same roots, so they share one dataflow.
+    pub fn shape_key(&self) -> Vec<ShapeNode> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let link = n
+                    .link
+                    .as_ref()
+                    .map(|l| (l.parent_columns.clone(), l.child_columns.clone()));
+                (n.node.source, n.parent, link)
+            })
+            .collect()
     }
 
     /// The ways of finding rows this product needs: its children's and its parents' lookups.
