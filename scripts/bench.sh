@@ -275,7 +275,8 @@ stretch() {
     > "$tmp/$tag.hop.json" 2> "$tmp/$tag.hop.log" &
   local hop=$!
   pids+=("$hop")
-  "$bin" --log warn bench latency "$file" --brokers "$brokers" --follow --ready-file "$ready" --stop-file "$stop" \
+  /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_$tag.latency" \
+    "$bin" --log warn bench latency "$file" --brokers "$brokers" --follow --ready-file "$ready" --stop-file "$stop" \
     --samples "$tmp/$tag.samples.csv" > "$tmp/$tag.latency.json" 2> "$tmp/$tag.latency.log" &
   local tail=$!
   pids+=("$tail")
@@ -316,8 +317,10 @@ stretch() {
   fi
   record -n --arg rate "$rate" --arg mix "$mix" --argjson sent "$sent" \
     --argjson r "$(cat "$tmp/$tag.latency.json")" --argjson hop "$(cat "$tmp/$tag.hop.json")" \
-    --argjson job "$(time_json "$tmp/time_$tag")" --argjson verdict "$verdict" --argjson load "$(loadavg)" \
-    '{step: "changes", target_rate: $rate, mix: $mix, records: $sent} + $r + $verdict + {hop: $hop, job: $job, load_after: $load}'
+    --argjson job "$(time_json "$tmp/time_$tag")" --argjson tool "$(time_json "$tmp/time_$tag.latency")" \
+    --argjson verdict "$verdict" --argjson load "$(loadavg)" \
+    '{step: "changes", target_rate: $rate, mix: $mix, records: $sent} + $r + $verdict
+      + {hop: $hop, job: $job, latency_tool: $tool, load_after: $load}'
   if [ "$verify_outputs" = 1 ]; then verify_step "changes at $rate/s ($mix mix)" "$file"; fi
   "$bin" --log error bench drop-topics --brokers "$brokers" "${own[@]}" >/dev/null 2>&1 || true
   [ -z "$timed_out" ]
