@@ -1,23 +1,21 @@
 #!/usr/bin/env bash
-# Memory and CPU of many data products over the same tables: 1, 2 and 10 products in one job
-# against the same products run as separate jobs (issue 10). Prints Markdown tables.
+# Many data products in one job (issue 23): 1, 10 and 100 products over the same generated
+# GitHub topics, each writing its own output topic, from empty output topics until caught up
+# (start-up, wall and CPU time, peak RSS), then the 100 again over their full output topics (a
+# restart: nothing to write). Prints a Markdown table.
 #
-#   scripts/bench-products.sh [SCALE]        (default 10000: the S size of BENCHMARKS.md)
+#   scripts/bench-products.sh [SCALE] [CHANGES]     (default 10000 and 6000: about 93k records)
 #
 # Products: variants of the two GitHub products (even ones user_profile, odd ones repo_card),
-# each with its own name and output topic, all over the same generated topics. Variant i has its
-# own root: a different subset or order of the root's fields (five per base product), so each
-# variant builds its own documents and only the nested relations below the root are equal (and
-# shared) between variants of the same base product. A second, shorter table runs identical
-# copies (differing only by name and output topic) in one job. Each run starts on empty output
-# topics and stops when caught up (--exit-when-caught-up).
-#
-# DENORM_BIN=path runs that binary instead of building target/release/denorm (to measure an
-# older build on the same data).
+# each with its own name and output topic and one of five root field lists, all over the same
+# topics. DENORM_BIN=path runs that binary instead of building target/release/denorm;
+# BENCH_WORKERS sets -w (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCALE=${1:-10000}
+CHANGES=${2:-6000}
+WORKERS=${BENCH_WORKERS:-2}
 BROKERS=$(scripts/broker.sh start memory)
 if [ -n "${DENORM_BIN:-}" ]; then
   BIN=$DENORM_BIN
@@ -29,7 +27,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 PREFIX="bp$(date +%s)"
 
-# The root fields of variant I (five per base product; variant 0 and 1 are the shipped files).
+# The root fields of variant I (five per base product).
 root_fields() {
   local i=$1
   if (( i % 2 == 0 )); then
@@ -51,61 +49,40 @@ root_fields() {
   fi
 }
 
-# variant I RUN [same]: the product file of variant I, writing to a topic of run RUN; with
-# `same`, the shipped root (an identical copy but for name and topic).
+# variant I RUN: the product file of variant I, writing to a topic of run RUN.
 variant() {
-  local i=$1 run=$2 same=${3:-} base fields
+  local i=$1 run=$2 base
   if (( i % 2 == 0 )); then base=dataflows/github_user_profile.toml; else base=dataflows/github_repo_card.toml; fi
-  if [ -n "$same" ]; then fields=$(root_fields $(( i % 2 ))); else fields=$(root_fields "$i"); fi
   sed -e "s/\"github\./\"$PREFIX./" \
       -e "s/^name = \"github_\(.*\)\"/name = \"v${i}_\1\"/" \
       -e "s/^output_topic = \"$PREFIX\.\(.*\)\"/output_topic = \"$PREFIX.$run.v$i.\1\"/" "$base" |
-    awk -v fields="$fields" '!done && /^fields = / { print "fields = " fields; done = 1; next } { print }'
+    awk -v fields="$(root_fields "$i")" '!done && /^fields = / { print "fields = " fields; done = 1; next } { print }'
 }
 
 variant 0 gen > "$WORK/gen.toml"
-ROWS=$("$BIN" gen "$WORK/gen.toml" --brokers "$BROKERS" --scale "$SCALE" --changes 0 --seed 1 --partitions 2 | tee /dev/stderr | awk '{print $2}')
+RECORDS=$("$BIN" --log warn gen "$WORK/gen.toml" --brokers "$BROKERS" --scale "$SCALE" --changes "$CHANGES" --seed 1 --partitions 2 | awk '{print $2}')
 
-# measure FOLDER: "peak_kb cpu_s wall_s" of one job over the folder's products.
+# measure FOLDER: "peak_mb cpu_s wall_s caught_up_s documents" of one job over its products.
 measure() {
   /usr/bin/time -f "%M %U %S %e" -o "$WORK/time" \
-    "$BIN" --log warn run "$1" --brokers "$BROKERS" --exit-when-caught-up --watch-interval 0 -w 1 >/dev/null
-  awk '{ printf "%d %.1f %.1f\n", $1, $2 + $3, $4 }' "$WORK/time"
+    "$BIN" --log info --log-format json run "$1" --brokers "$BROKERS" --exit-when-caught-up \
+    --watch-interval 0 -w "$WORKERS" 2> "$WORK/log" >/dev/null
+  local caught written
+  caught=$(jq -r 'select(.fields.message | startswith("job caught up")) | .fields.seconds' "$WORK/log" | head -n 1)
+  written=$(jq -r 'select(.fields.message | startswith("stopped")) | .fields.documents_written' "$WORK/log" | head -n 1)
+  awk -v caught="${caught:-?}" -v written="${written:-?}" '{ printf "%d %.1f %.1f %s %s\n", $1 / 1024, $2 + $3, $4, caught, written }' "$WORK/time"
 }
 
-echo "Variants with their own roots (nested relations equal between variants of one base product):"
-echo
-echo "| products | layout | peak RSS (MB) | CPU (s) | wall (s) |"
-echo "|---|---|---|---|---|"
-for n in 1 2 10; do
-  run="one$n"
+echo "| products | output topics | peak RSS (MB) | CPU (s) | wall (s) | caught up after (s) | records written |"
+echo "|---|---|---|---|---|---|---|"
+for n in 1 10 100; do
+  run="p$n"
   mkdir -p "$WORK/$run"
   for i in $(seq 0 $((n - 1))); do variant "$i" "$run" > "$WORK/$run/v$i.toml"; done
-  read -r kb cpu wall < <(measure "$WORK/$run")
-  echo "| $n | one job | $((kb / 1024)) | $cpu | $wall |"
-  total_kb=0; total_cpu=0; total_wall=0
-  for i in $(seq 0 $((n - 1))); do
-    run="sep$n.$i"
-    mkdir -p "$WORK/$run"
-    variant "$i" "$run" > "$WORK/$run/v$i.toml"
-    read -r kb cpu wall < <(measure "$WORK/$run")
-    total_kb=$((total_kb + kb))
-    total_cpu=$(echo "$total_cpu + $cpu" | bc)
-    total_wall=$(echo "$total_wall + $wall" | bc)
-  done
-  echo "| $n | $n separate jobs (sum) | $((total_kb / 1024)) | $total_cpu | $total_wall |"
+  read -r mb cpu wall caught written < <(measure "$WORK/$run")
+  echo "| $n | empty | $mb | $cpu | $wall | $caught | $written |"
 done
+read -r mb cpu wall caught written < <(measure "$WORK/p100")
+echo "| 100 | full (a restart) | $mb | $cpu | $wall | $caught | $written |"
 echo
-echo "Identical copies (but for name and output topic), one job:"
-echo
-echo "| products | layout | peak RSS (MB) | CPU (s) | wall (s) |"
-echo "|---|---|---|---|---|"
-for n in 2 10; do
-  run="same$n"
-  mkdir -p "$WORK/$run"
-  for i in $(seq 0 $((n - 1))); do variant "$i" "$run" same > "$WORK/$run/v$i.toml"; done
-  read -r kb cpu wall < <(measure "$WORK/$run")
-  echo "| $n | one job | $((kb / 1024)) | $cpu | $wall |"
-done
-echo
-echo "Input: $ROWS rows (scale $SCALE), 2 partitions per topic, -w 1, broker $BROKERS."
+echo "Input: $RECORDS records (scale $SCALE, $CHANGES changes, seed 1), 2 partitions per topic, -w $WORKERS, broker $BROKERS."

@@ -57,7 +57,8 @@ pub struct RunArgs {
     /// The dead-letter topic of `--on-error dlq` [default: <first product>.dlq].
     #[arg(long, env = "DENORM_DLQ_TOPIC", value_name = "TOPIC")]
     dlq_topic: Option<String>,
-    /// Records read per source per poll (several polls may go into one time: see
+    /// Records a worker reads per poll, from all of its source partitions (several polls may go
+    /// into one time: see
     /// --max-epoch-records).
     #[arg(
         long,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::tree::{NodeId, Tree};
 use crate::plan::spec::Cardinality;
 use crate::plan::{Node, NodeOutput, OutField};
-use crate::row::Row;
+use crate::row::{Datum, Row};
 use crate::value::{write_json, write_scalar, Value};
 
 /// Which document a part belongs to: the hash that routes it to the worker writing the
@@ -28,7 +28,7 @@ pub struct DocId {
 /// One row found for a document: of which node, its id, and the id of its parent row (its own
 /// id at the root).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Part {
+pub struct FoundRow {
     pub doc: DocId,
     pub node: u16,
     pub id: u128,
@@ -80,22 +80,22 @@ pub struct Document {
 
 /// A document's parts (in any order) made into the document; `None` when they hold no root
 /// row. A part whose parent is missing is left out.
-pub fn assemble(tree: &Tree, parts: &[Part]) -> Option<Document> {
+pub fn assemble(tree: &Tree, parts: &[FoundRow]) -> Option<Document> {
     let root = parts.iter().find(|p| p.node == 0)?;
-    let mut children: HashMap<(u128, u16), Vec<&Part>> = HashMap::new();
+    let mut children: HashMap<(u128, u16), Vec<&FoundRow>> = HashMap::new();
     for part in parts.iter().filter(|p| p.node != 0) {
         children
             .entry((part.parent, part.node))
             .or_default()
             .push(part);
     }
-    let root_values: Vec<Value> = root.row.as_ref().datums().map(|d| d.to_value()).collect();
+    let root_datums: Vec<Datum<'_>> = root.row.as_ref().datums().collect();
     let key: Vec<Value> = tree.nodes[0]
         .key
         .iter()
-        .map(|&k| root_values.get(k).cloned().unwrap_or(Value::Null))
+        .map(|&k| root_datums.get(k).map_or(Value::Null, |d| d.to_value()))
         .collect();
-    let item = build(tree, 0, root, root_values, &children)?;
+    let item = build(tree, 0, root, &root_datums, &children)?;
     let mut json = String::new();
     write_json(&item, &tree.shape, &mut json);
     Some(Document {
@@ -108,9 +108,9 @@ pub fn assemble(tree: &Tree, parts: &[Part]) -> Option<Document> {
 fn build(
     tree: &Tree,
     node: NodeId,
-    part: &Part,
-    values: Vec<Value>,
-    children: &HashMap<(u128, u16), Vec<&Part>>,
+    part: &FoundRow,
+    datums: &[Datum<'_>],
+    children: &HashMap<(u128, u16), Vec<&FoundRow>>,
 ) -> Option<Value> {
     let tree_node = &tree.nodes[node];
     let slots: Vec<Option<Value>> = tree_node
@@ -118,33 +118,38 @@ fn build(
         .iter()
         .map(|&child| {
             let rows = children.get(&(part.id, child as u16))?;
-            let mut items: Vec<Value> = rows
+            let items: Vec<Value> = rows
                 .iter()
                 .filter_map(|p| {
-                    let values = p.row.as_ref().datums().map(|d| d.to_value()).collect();
-                    build(tree, child, p, values, children)
+                    let datums: Vec<Datum<'_>> = p.row.as_ref().datums().collect();
+                    build(tree, child, p, &datums, children)
                 })
                 .collect();
-            (!items.is_empty()).then(|| aggregate(&tree.nodes[child].node, &mut items))
+            (!items.is_empty()).then(|| aggregate(&tree.nodes[child].node, items))
         })
         .collect();
-    build_item(&tree_node.node, &values, &slots)
+    build_item(&tree_node.node, datums, slots)
 }
 
-/// A node's item for one row, given the values of its relations (`None`: nothing matched).
-/// `None` when the node passes through a child that is missing.
-pub fn build_item(node: &Node, row: &[Value], children: &[Option<Value>]) -> Option<Value> {
-    let column = |c: usize| row.get(c).cloned().unwrap_or(Value::Null);
+/// A node's item for one row (its columns' datums), given the values of its relations
+/// (`None`: nothing matched). `None` when the node passes through a child that is missing.
+/// Only the columns the item shows become values.
+pub fn build_item(
+    node: &Node,
+    row: &[Datum<'_>],
+    mut children: Vec<Option<Value>>,
+) -> Option<Value> {
+    let column = |c: usize| row.get(c).map_or(Value::Null, |d| d.to_value());
     match &node.output {
         NodeOutput::Scalar(c) => Some(column(*c)),
-        NodeOutput::Through => children.first().cloned().flatten(),
+        NodeOutput::Through => children.first_mut().and_then(Option::take),
         NodeOutput::Object(fields) => Some(Value::Doc(
             fields
                 .iter()
                 .map(|field| match field {
                     OutField::Column { column: c, .. } => column(*c),
                     OutField::Child { child, .. } => children[*child]
-                        .clone()
+                        .take()
                         .unwrap_or_else(|| empty_slot(&node.children[*child])),
                 })
                 .collect::<Vec<_>>()
@@ -164,14 +169,14 @@ pub fn empty_slot(child: &Node) -> Value {
 /// The value of a relation under one parent: its items ordered by the whole item, then (a
 /// stable sort, so the item breaks ties) by the `order_by` fields, each in its direction; the
 /// list of them, or the first.
-pub fn aggregate(node: &Node, items: &mut [Value]) -> Value {
+pub fn aggregate(node: &Node, mut items: Vec<Value>) -> Value {
     items.sort();
     if !node.order_by.is_empty() {
         items.sort_by(|a, b| compare_by_order(node, a, b));
     }
     match node.cardinality {
-        Cardinality::Many => Value::Doc(items.to_vec().into()),
-        Cardinality::One => items.first().cloned().unwrap_or(Value::Null),
+        Cardinality::Many => Value::Doc(items.into()),
+        Cardinality::One => items.into_iter().next().unwrap_or(Value::Null),
     }
 }
 

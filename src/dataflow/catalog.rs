@@ -22,9 +22,9 @@ use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 use timely::progress::frontier::{Antichain, AntichainRef};
 use timely::worker::Worker;
 
-use super::drive::Control;
+use super::drive::{Budget, Readiness, WORKER_BUDGET};
 use super::index::{arrange_index, Index, IndexTrace};
-use super::product::{self, ControlInput, HeldInput};
+use super::product::{self, HeldInput, ReadinessInput};
 use super::propagate::Arrangements;
 use super::rows::{arrange_rows, RowCount, RowTrace, Rows, SourceEvent};
 use super::sink::Held;
@@ -59,7 +59,7 @@ pub struct InstalledProduct {
     sources: BTreeSet<SourceId>,
     indexes: Vec<KeyedArrangement>,
     /// Open until this worker has sent both of its messages.
-    control: Option<ControlInput>,
+    control: Option<ReadinessInput>,
     held: Option<HeldInput>,
     caught_up: bool,
     loaded: bool,
@@ -93,7 +93,7 @@ impl InstalledProduct {
         if let Some(control) = self.control.as_mut() {
             control.advance_to(time.max(*control.time()));
             for to in 0..peers as u64 {
-                control.send(Control::CaughtUp { to });
+                control.send(Readiness::CaughtUp { to });
             }
         }
         self.close_when_done();
@@ -115,7 +115,7 @@ impl InstalledProduct {
         self.loaded = true;
         if let Some(control) = self.control.as_mut() {
             for to in 0..peers as u64 {
-                control.send(Control::Loaded { to });
+                control.send(Readiness::Loaded { to });
             }
         }
         self.held = None;
@@ -160,6 +160,8 @@ pub struct Catalog {
     pub products: Vec<InstalledProduct>,
     /// The time the inputs are at; new inputs start there.
     time: Time,
+    /// Documents the products' drivers may start before some in flight are written.
+    budget: Budget,
 }
 
 impl Default for Catalog {
@@ -179,6 +181,7 @@ impl Catalog {
             indexes: HashMap::new(),
             products: Vec::new(),
             time: 0,
+            budget: Budget::new(WORKER_BUDGET),
         }
     }
 
@@ -438,6 +441,7 @@ impl Catalog {
     ) {
         let dataflow = worker.next_dataflow_index();
         let sink = Rc::new(SinkControl::default());
+        let budget = self.budget.clone();
         let mut handles = worker.dataflow_named(&format!("Product({})", plan.name), |scope| {
             let mut imports = Imports {
                 scope,
@@ -446,7 +450,15 @@ impl Catalog {
                 rows: HashMap::new(),
                 imported: HashMap::new(),
             };
-            product::build(scope, tree, &mut imports, writer, failure, sink.clone())
+            product::build(
+                scope,
+                tree,
+                &mut imports,
+                writer,
+                failure,
+                sink.clone(),
+                budget,
+            )
         });
         handles.control.advance_to(self.time);
         handles.held.advance_to(self.time);

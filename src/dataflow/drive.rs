@@ -3,7 +3,7 @@
 //! and asking for the rows of its relations.
 //!
 //! - **Hydration.** Once every worker has caught up with the product's sources and loaded what
-//!   the output topic held (the [`Control`] messages), every root row is due: the driver lists
+//!   the output topic held (the [`Readiness`] messages), every root row is due: the driver lists
 //!   its share of the root source's rows and builds their documents, a chunk at a time. When it
 //!   has started the last of them it tells every worker's sink ([`Found::Hydrated`]), which then
 //!   tombstones the keys the topic held that no document has any more.
@@ -43,28 +43,72 @@ use crate::value::Value;
 pub const CHUNK: usize = 4096;
 /// Times of started documents in the dataflow at once at most.
 pub const IN_FLIGHT: usize = 2;
+/// Documents a worker's drivers may have started and not written, all products together.
+pub const WORKER_BUDGET: usize = IN_FLIGHT * CHUNK;
 
-/// A root whose document may have changed: the hash of its primary key, and the key itself
-/// when it is known (the root's own row changed), so that a deleted root can be tombstoned.
+/// Documents a worker's drivers may still start before some of those in flight are written:
+/// shared by the products of a worker, so that the memory of documents in flight is bounded
+/// however many products hydrate at once.
+///
+/// A driver with nothing in flight may always start a small chunk ([`SMALL`] documents), even
+/// with the budget spent (it goes below zero): a product's documents are written only once
+/// every worker's driver of it has moved past their time, so a driver that waited for budget
+/// held by other products, whose drivers on another worker wait in turn for this worker's
+/// budget, would wait forever. So in flight are at most the budget and a small chunk for each
+/// product.
+#[derive(Clone, Debug)]
+pub struct Budget(Rc<std::cell::Cell<isize>>);
+
+impl Budget {
+    pub fn new(documents: usize) -> Self {
+        Budget(Rc::new(std::cell::Cell::new(documents as isize)))
+    }
+
+    /// Takes up to `want` documents of the budget; how many it got.
+    fn take(&self, want: usize) -> usize {
+        let got = want.min(self.0.get().max(0) as usize);
+        self.0.set(self.0.get() - got as isize);
+        got
+    }
+
+    /// Takes `documents` whatever is left (see above).
+    fn force(&self, documents: usize) -> usize {
+        self.0.set(self.0.get() - documents as isize);
+        documents
+    }
+
+    fn give(&self, documents: usize) {
+        self.0.set(self.0.get() + documents as isize);
+    }
+}
+
+/// A root whose document may have changed: the hash of its primary key, the key itself when it
+/// is known (the root's own row changed), so that a deleted root can be tombstoned, and how
+/// many roots the change that dirtied it reaches (at least): a change of weight above
+/// [`SMALL`] is a fan-out, whose roots wait in the backlog behind those of small changes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Dirty {
     pub hash: u64,
     pub key: Option<Row>,
+    pub weight: u64,
 }
+
+/// The most roots a change may dirty for its documents to go ahead of fan-outs.
+pub const SMALL: u64 = 64;
 
 /// What the job tells a product's drivers, one message to each worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Control {
+pub enum Readiness {
     /// A worker caught up with the product's sources, at the message's time.
     CaughtUp { to: u64 },
     /// A worker fed what the output topic held for its share of it, before the message's time.
     Loaded { to: u64 },
 }
 
-impl Control {
+impl Readiness {
     fn to(&self) -> u64 {
         match self {
-            Control::CaughtUp { to } | Control::Loaded { to } => *to,
+            Readiness::CaughtUp { to } | Readiness::Loaded { to } => *to,
         }
     }
 }
@@ -73,14 +117,14 @@ impl Control {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DriverInput {
     Dirty(Dirty),
-    Control(Control),
+    Readiness(Readiness),
 }
 
 impl DriverInput {
     fn route(&self) -> u64 {
         match self {
             DriverInput::Dirty(d) => d.hash,
-            DriverInput::Control(c) => c.to(),
+            DriverInput::Readiness(c) => c.to(),
         }
     }
 }
@@ -92,6 +136,7 @@ pub fn drive<'s>(
     input: Stream<'s, Time, Vec<DriverInput>>,
     rows: Rows<'s>,
     written: ProbeHandle<Time>,
+    budget: Budget,
 ) -> Stream<'s, Time, Vec<Found>> {
     let scope = input.scope();
     let peers = scope.peers();
@@ -119,6 +164,7 @@ pub fn drive<'s>(
                 in_flight: VecDeque::new(),
                 floor: 0,
                 written,
+                budget,
             };
             move |(input, input_frontier), (batches, rows_frontier), output| {
                 input.for_each(|cap, data| {
@@ -128,11 +174,11 @@ pub fn drive<'s>(
                             DriverInput::Dirty(dirty) => {
                                 state.pending.entry(time).or_default().push(dirty)
                             }
-                            DriverInput::Control(Control::CaughtUp { .. }) => {
+                            DriverInput::Readiness(Readiness::CaughtUp { .. }) => {
                                 state.caught_up += 1;
                                 state.release = state.release.max(time);
                             }
-                            DriverInput::Control(Control::Loaded { .. }) => {
+                            DriverInput::Readiness(Readiness::Loaded { .. }) => {
                                 state.loaded += 1;
                                 state.release = state.release.max(time);
                             }
@@ -184,12 +230,22 @@ struct Driver {
     started: bool,
     /// Hydration's roots are not all started yet.
     hydrating: bool,
-    /// Times of chunks started and not yet written.
-    in_flight: VecDeque<Time>,
+    /// Times of chunks started and not yet written, and their documents.
+    in_flight: VecDeque<(Time, usize)>,
     /// The latest time of a dirty root taken (or of the hydration): a chunk starts no earlier,
     /// so that its documents show every change that made a root of it dirty.
     floor: Time,
     written: ProbeHandle<Time>,
+    budget: Budget,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A product removed with documents in flight gives their budget back.
+        for (_, documents) in self.in_flight.drain(..) {
+            self.budget.give(documents);
+        }
+    }
 }
 
 type Emit<'a> = dyn FnMut(&Capability<Time>, Vec<Found>) + 'a;
@@ -238,24 +294,40 @@ impl Driver {
                 break;
             }
             for dirty in entry.remove() {
-                merge(&mut self.fresh, dirty.hash, dirty.key);
+                if dirty.weight <= SMALL || self.fresh.contains_key(&dirty.hash) {
+                    // Built with the next chunk; once built, the backlog need not build it.
+                    let waited = self.backlog.remove(&dirty.hash).flatten();
+                    merge(&mut self.fresh, dirty.hash, dirty.key.or(waited));
+                } else {
+                    merge(&mut self.backlog, dirty.hash, dirty.key);
+                }
             }
             self.floor = self.floor.max(t);
         }
-        while self
-            .in_flight
-            .front()
-            .is_some_and(|t| !self.written.less_equal(t))
-        {
+        while let Some(&(t, documents)) = self.in_flight.front() {
+            if self.written.less_equal(&t) {
+                break;
+            }
             self.in_flight.pop_front();
+            self.budget.give(documents);
         }
         let mut waiting = false;
         while !(self.fresh.is_empty() && self.backlog.is_empty() && !self.hydrating) {
+            let roots = self.fresh.len() + self.backlog.len();
             if self.in_flight.len() >= IN_FLIGHT {
                 waiting = true;
                 break;
             }
+            let mut room = self.budget.take(roots.min(CHUNK));
+            if room == 0 && roots > 0 && self.in_flight.is_empty() {
+                room = self.budget.force(roots.min(SMALL as usize));
+            }
+            if room == 0 && roots > 0 {
+                waiting = true;
+                break;
+            }
             let Some(held) = self.held.as_ref() else {
+                self.budget.give(room);
                 break;
             };
             // The latest time both inputs are complete through, and not before the capability.
@@ -266,10 +338,11 @@ impl Driver {
             }
             .max(self.floor);
             if !complete(at, rows_at) {
+                self.budget.give(room);
                 break;
             }
             let cap = held.delayed(&at);
-            let chunk = self.take_chunk();
+            let chunk = self.take_chunk(room);
             let found = self.start_documents(trace, at, chunk);
             emit(&cap, found);
             if self.hydrating && self.backlog.is_empty() {
@@ -277,7 +350,7 @@ impl Driver {
                 let hydrated = (0..self.peers as u64).map(Found::Hydrated).collect();
                 emit(&cap, hydrated);
             }
-            self.in_flight.push_back(at);
+            self.in_flight.push_back((at, room));
             self.held.as_mut().expect("held").downgrade(&(at + 1));
         }
         if self.fresh.is_empty() && self.backlog.is_empty() && !self.hydrating {
@@ -313,18 +386,12 @@ impl Driver {
         self.hydrating = true;
     }
 
-    /// The roots of the next chunk: the fresh ones first (unless they are too many for one
-    /// chunk: then they join the backlog), then from the backlog.
-    fn take_chunk(&mut self) -> Vec<(u64, Option<Row>)> {
-        if self.fresh.len() > CHUNK {
-            for (hash, key) in std::mem::take(&mut self.fresh) {
-                merge(&mut self.backlog, hash, key);
-            }
-        }
-        let mut chunk: Vec<(u64, Option<Row>)> =
-            std::mem::take(&mut self.fresh).into_iter().collect();
-        while chunk.len() < CHUNK {
-            let Some(entry) = self.backlog.pop_first() else {
+    /// The roots of the next chunk, `size` of them at most: the fresh ones first, then from
+    /// the backlog.
+    fn take_chunk(&mut self, size: usize) -> Vec<(u64, Option<Row>)> {
+        let mut chunk = Vec::with_capacity(size);
+        while chunk.len() < size {
+            let Some(entry) = self.fresh.pop_first().or_else(|| self.backlog.pop_first()) else {
                 break;
             };
             chunk.push(entry);

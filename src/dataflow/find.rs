@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
-use super::assemble::{child_id, DocId, Part};
+use super::assemble::{child_id, DocId, FoundRow};
 use super::index::Index;
 use super::lookup::lookup;
 use super::rows::Rows;
@@ -29,7 +29,7 @@ pub struct Want {
 /// what the driver tells the sinks.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Found {
-    Part(Part),
+    Row(FoundRow),
     Want(Want),
     /// The root of the document with this key has no row any more.
     Gone {
@@ -46,7 +46,7 @@ impl Found {
     pub fn port(&self, tree: &Tree) -> u64 {
         match self {
             Found::Want(want) => 1 + tree.nodes[want.node as usize].slot as u64,
-            Found::Part(_) | Found::Gone { .. } | Found::Hydrated(_) => 0,
+            Found::Row(_) | Found::Gone { .. } | Found::Hydrated(_) => 0,
         }
     }
 }
@@ -84,7 +84,7 @@ pub fn found(
             }));
         }
     }
-    out.push(Found::Part(Part {
+    out.push(Found::Row(FoundRow {
         doc,
         node: node as u16,
         id,
@@ -119,7 +119,9 @@ pub fn find<'s>(
             keyed,
             index,
             &format!("FindKeys({path})"),
-            |want: &Want, key: &u64, out| out.push((*key, want.clone())),
+            |want: &Want, keys: &[&u64], out| {
+                out.extend(keys.iter().map(|key| (**key, want.clone())))
+            },
         ),
     };
     let mut scratch = Vec::new();
@@ -127,11 +129,14 @@ pub fn find<'s>(
         by_key,
         rows,
         &format!("Find({path})"),
-        move |want: &Want, row: RowRef<'_>, out| {
-            // The index and the keys are hashes: only rows whose columns equal the link belong.
-            scratch.clear();
-            if row.project(&columns, &mut scratch) && scratch == want.link.bytes() {
-                found(&tree, node, want.doc, want.parent, row, out);
+        move |want: &Want, rows: &[RowRef<'_>], out| {
+            for &row in rows {
+                // The index and the keys are hashes: only rows whose columns equal the link
+                // belong.
+                scratch.clear();
+                if row.project(&columns, &mut scratch) && scratch == want.link.bytes() {
+                    found(&tree, node, want.doc, want.parent, row, out);
+                }
             }
         },
     )

@@ -26,9 +26,10 @@ use super::Time;
 /// A request: the key to look up, and what to answer with.
 pub type Request<P> = (u64, P);
 
-/// For each request, calls `logic(payload, value, output)` for every value held under its key in
-/// `arranged` at the request's time (its updates at times not after it add up to more than
-/// zero). Requests go to the worker that holds their key.
+/// For each request, calls `logic(payload, values, output)` with the values held under its key
+/// in `arranged` at the request's time (their updates at times not after it add up to more than
+/// zero), when there are any. Requests go to the worker that holds their key; equal requests of
+/// one time are answered once.
 pub fn lookup<'s, Tr, P, O, L>(
     requests: Stream<'s, Time, Vec<Request<P>>>,
     arranged: Arranged<'s, Tr>,
@@ -38,9 +39,9 @@ pub fn lookup<'s, Tr, P, O, L>(
 where
     Tr: TraceReader<Time = Time, Batch: Navigable> + Clone + 'static,
     for<'a> BatchCursor<Tr>: Cursor<Key<'a> = &'a u64, Diff = isize, Time = Time>,
-    P: ExchangeData,
+    P: ExchangeData + Ord,
     O: Clone + 'static,
-    L: FnMut(&P, BatchVal<'_, Tr>, &mut Vec<O>) + 'static,
+    L: FnMut(&P, &[BatchVal<'_, Tr>], &mut Vec<O>) + 'static,
 {
     let mut trace = Some(arranged.trace);
     if let Some(trace) = trace.as_mut() {
@@ -73,23 +74,29 @@ where
                         break;
                     }
                     let (cap, mut asked) = entry.remove();
-                    asked.sort_unstable_by_key(|(key, _)| *key);
+                    asked.sort_unstable();
+                    asked.dedup();
                     let batches = tr
                         .batches_through(Antichain::new().borrow())
                         .expect("a trace hands out all of its batches");
                     let (mut cursor, storage) = cursor_list(batches);
+                    let mut values = Vec::new();
                     for (key, payload) in &asked {
                         cursor.seek_key(&storage, key);
                         if cursor.get_key(&storage) != Some(key) {
                             continue;
                         }
+                        values.clear();
                         while let Some(value) = cursor.get_val(&storage) {
                             if held_at(&mut cursor, &storage, time) {
-                                logic(payload, value, &mut out);
+                                values.push(value);
                             }
                             cursor.step_val(&storage);
                         }
                         cursor.rewind_vals(&storage);
+                        if !values.is_empty() {
+                            logic(payload, &values, &mut out);
+                        }
                     }
                     if !out.is_empty() {
                         output.session(&cap).give_iterator(out.drain(..));

@@ -12,7 +12,7 @@ use timely::dataflow::operators::vec::Partition;
 use timely::dataflow::operators::{Concat, Concatenate, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle, Scope};
 
-use super::drive::{drive, Control, DriverInput};
+use super::drive::{drive, Budget, DriverInput, Readiness};
 use super::find::{find, Found, Want};
 use super::propagate::{propagate, Arrangements};
 use super::sink::{sink, Held};
@@ -21,13 +21,13 @@ use super::tree::{Finder, Tree};
 use super::Time;
 
 /// The job's messages to a product's drivers.
-pub type ControlInput = InputHandle<Time, CapacityContainerBuilder<Vec<Control>>>;
+pub type ReadinessInput = InputHandle<Time, CapacityContainerBuilder<Vec<Readiness>>>;
 /// What the output topic held, to a product's sinks.
 pub type HeldInput = InputHandle<Time, CapacityContainerBuilder<Vec<Held>>>;
 
 /// The handles a product's dataflow is driven and watched with.
 pub struct ProductDataflow {
-    pub control: ControlInput,
+    pub control: ReadinessInput,
     pub held: HeldInput,
     /// Passes a time once the documents started at it are written.
     pub written: ProbeHandle<Time>,
@@ -41,18 +41,25 @@ pub fn build<'s>(
     writer: SharedWriter,
     failure: Failure,
     sink_control: Rc<SinkControl>,
+    budget: Budget,
 ) -> ProductDataflow {
-    let mut control = ControlInput::new();
+    let mut control = ReadinessInput::new();
     let mut held = HeldInput::new();
     let control_stream = control.to_stream(scope);
     let held_stream = held.to_stream(scope);
     let dirty = propagate(&tree, &control_stream, arrangements);
     let driver_input = control_stream
-        .map(DriverInput::Control)
+        .map(DriverInput::Readiness)
         .concat(dirty.map(DriverInput::Dirty));
     let written = ProbeHandle::new();
     let root_rows = arrangements.rows(tree.root().node.source);
-    let started = drive(tree.clone(), driver_input, root_rows, written.clone());
+    let started = drive(
+        tree.clone(),
+        driver_input,
+        root_rows,
+        written.clone(),
+        budget,
+    );
     // Each node's found rows: its parts go to the sink, its wants to its children's stages.
     let mut to_sink = Vec::new();
     let mut stages = vec![(0, started)];

@@ -19,7 +19,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Concatenate};
 use timely::dataflow::Stream;
 
-use super::drive::{Control, Dirty};
+use super::drive::{Dirty, Readiness};
 use super::index::{columns_hash, Index};
 use super::lookup::lookup;
 use super::rows::Rows;
@@ -36,7 +36,7 @@ pub trait Arrangements<'s> {
 /// The dirty roots of `tree`'s product: of every node, the roots above its changed rows.
 pub fn propagate<'s>(
     tree: &Rc<Tree>,
-    control: &Stream<'s, Time, Vec<Control>>,
+    control: &Stream<'s, Time, Vec<Readiness>>,
     arrangements: &mut impl Arrangements<'s>,
 ) -> Stream<'s, Time, Vec<Dirty>> {
     let scope = control.scope();
@@ -54,21 +54,20 @@ pub fn propagate<'s>(
                 move |hash, row, out| {
                     let mut bytes = Vec::new();
                     let key = row.project(&key, &mut bytes).then(|| Row::from(bytes));
-                    out.push(Dirty { hash, key });
+                    out.push(Dirty {
+                        hash,
+                        key,
+                        weight: 1,
+                    });
                 },
             ));
             continue;
         }
-        let columns = tree_node
-            .link
-            .as_ref()
-            .expect("nested nodes have links")
-            .child_columns
-            .clone();
+        let columns = link_columns(tree_node);
         let mut scratch = Vec::new();
         let links = changes(rows, control.clone(), &name, move |_hash, row, out| {
             if let Some(link) = columns_hash(row, &columns, &mut scratch) {
-                out.push((link, ()));
+                out.push((link, 1));
             }
         });
         dirty.push(up(tree, node, links, arrangements));
@@ -76,17 +75,18 @@ pub fn propagate<'s>(
     scope.concatenate(dirty)
 }
 
-/// From the link hashes of changed rows of `node`, the dirty roots above them.
+/// From the link hashes of changed rows of `node`, each with how many rows the change has
+/// reached so far (its weight), the dirty roots above them.
 fn up<'s>(
     tree: &Rc<Tree>,
     node: NodeId,
-    links: Stream<'s, Time, Vec<(u64, ())>>,
+    links: Stream<'s, Time, Vec<(u64, u64)>>,
     arrangements: &mut impl Arrangements<'s>,
 ) -> Stream<'s, Time, Vec<Dirty>> {
     let tree_node = &tree.nodes[node];
     let parent = tree_node.parent.expect("nested nodes have parents");
     let path = &tree_node.node.path;
-    // The primary-key hashes of the parent rows.
+    // The primary-key hashes of the parent rows: a change reaching many parents weighs more.
     let parents = match tree_node
         .find_parents
         .as_ref()
@@ -97,40 +97,50 @@ fn up<'s>(
             links,
             arrangements.index(index),
             &format!("Parents({path})"),
-            |_: &(), key: &u64, out| out.push((*key, ())),
+            |weight: &u64, keys: &[&u64], out| {
+                let weight = weight.saturating_mul(keys.len() as u64);
+                out.extend(keys.iter().map(|key| (**key, weight)));
+            },
         ),
     };
     if parent == 0 {
-        return parents.map(|(hash, ())| Dirty { hash, key: None });
+        return parents.map(|(hash, weight)| Dirty {
+            hash,
+            key: None,
+            weight,
+        });
     }
     // A nested parent: its rows' own links, one level up.
     let parent_node = &tree.nodes[parent];
-    let columns = parent_node
-        .link
-        .as_ref()
-        .expect("nested nodes have links")
-        .child_columns
-        .clone();
+    let columns = link_columns(parent_node);
     let mut scratch = Vec::new();
     let links = lookup(
         parents,
         arrangements.rows(parent_node.node.source),
         &format!("ParentRows({path})"),
-        move |_: &(), row: RowRef<'_>, out| {
-            if let Some(link) = columns_hash(row, &columns, &mut scratch) {
-                out.push((link, ()));
+        move |weight: &u64, rows: &[RowRef<'_>], out| {
+            for &row in rows {
+                if let Some(link) = columns_hash(row, &columns, &mut scratch) {
+                    out.push((link, *weight));
+                }
             }
         },
     );
     up(tree, parent, links, arrangements)
 }
 
+/// The columns of a nested node's rows that its link matches with its parent's.
+fn link_columns(node: &super::tree::TreeNode) -> Vec<usize> {
+    let link = node.link.as_ref().expect("nested nodes have links");
+    link.child_columns.clone()
+}
+
 /// For each update of `rows` after the product's release, `logic(key hash, row, output)`, at
-/// the update's time. `control` tells the release (see [`Control`]): an update at or before it
+/// the update's time. `control` tells the release (see [`Readiness`]): an update at or before it
 /// is already in the hydration.
 fn changes<'s, O, L>(
     rows: Rows<'s>,
-    control: Stream<'s, Time, Vec<Control>>,
+    control: Stream<'s, Time, Vec<Readiness>>,
     name: &str,
     mut logic: L,
 ) -> Stream<'s, Time, Vec<O>>
@@ -143,8 +153,8 @@ where
         .binary_frontier::<_, CapacityContainerBuilder<Vec<O>>, _, _, _, _>(
             control,
             Pipeline,
-            Exchange::new(|c: &Control| match c {
-                Control::CaughtUp { to } | Control::Loaded { to } => *to,
+            Exchange::new(|c: &Readiness| match c {
+                Readiness::CaughtUp { to } | Readiness::Loaded { to } => *to,
             }),
             name,
             move |_capability, _info| {
@@ -163,15 +173,22 @@ where
                     // Every worker's two messages: the release is known.
                     let released = (messages == 2 * peers).then_some(release);
                     let before = control_frontier.frontier().first().copied();
-                    // Without the release, an update before the control messages still to
-                    // come is before it too; with no control message to come, there is none.
+                    // Without the release, an update not after the control messages still to
+                    // come is not after the release either (it is the latest of them); with no
+                    // control message to come, there is none.
                     let followed = |t: Time| match (released, before) {
                         (Some(release), _) => Some(t > release),
-                        (None, Some(b)) if t >= b => None,
+                        (None, Some(b)) if t > b => None,
                         (None, _) => Some(false),
                     };
                     spans.for_each(|cap, data| {
                         for span in data.drain(..) {
+                            // A span whose times are all before the release (the rows of a
+                            // trace a product imports, while it hydrates) is skipped whole.
+                            let last = span.upper().elements().first().map(|u| u.saturating_sub(1));
+                            if last.is_some_and(|t| followed(t) == Some(false)) {
+                                continue;
+                            }
                             let Some(batch) = span.inner else { continue };
                             let mut cursor = batch.cursor();
                             while let Some(key) = cursor.get_key(&batch) {

@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::assemble::{assemble, key_route, Document, Part};
+use super::assemble::{assemble, key_route, Document, FoundRow};
 use super::find::Found;
 use super::tree::Tree;
 use super::Time;
@@ -154,7 +154,7 @@ pub fn sink<'s>(
     found.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
         held,
         Exchange::new(|f: &Found| match f {
-            Found::Part(part) => part.doc.route,
+            Found::Row(part) => part.doc.route,
             Found::Gone { route, .. } => *route,
             Found::Hydrated(to) => *to,
             Found::Want(_) => 0,
@@ -199,10 +199,10 @@ pub fn sink<'s>(
                             failure.borrow_mut().get_or_insert(e);
                         }
                     };
-                    let mut parts: Vec<Part> = Vec::new();
+                    let mut parts: Vec<FoundRow> = Vec::new();
                     for message in messages {
                         match message {
-                            Found::Part(part) => parts.push(part),
+                            Found::Row(part) => parts.push(part),
                             Found::Gone { key, .. } => topic.gone(&key, &mut write),
                             Found::Hydrated(_) => hydrated += 1,
                             Found::Want(_) => {}

@@ -11,7 +11,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 
-use super::drive::Control;
+use super::drive::{Budget, Readiness, WORKER_BUDGET};
 use super::index::{arrange_index, Index};
 use super::product;
 use super::propagate::Arrangements;
@@ -162,6 +162,24 @@ fn run(
     changes: Vec<(SourceId, SourceEvent)>,
     per_time: usize,
 ) -> Vec<Vec<(String, Option<String>)>> {
+    run_with_budget(plan, workers, snapshot, changes, per_time, |_| {
+        WORKER_BUDGET
+    })
+}
+
+/// Steps a worker may take after its inputs closed before the test calls the dataflow stuck.
+const STEP_LIMIT: usize = 2_000_000;
+
+/// As [`run`], with the documents a worker's drivers may have in flight (`budget` of the
+/// worker's index).
+fn run_with_budget(
+    plan: &Plan,
+    workers: usize,
+    snapshot: Vec<(SourceId, SourceEvent)>,
+    changes: Vec<(SourceId, SourceEvent)>,
+    per_time: usize,
+    budget: fn(usize) -> usize,
+) -> Vec<Vec<(String, Option<String>)>> {
     let plan = Arc::new(plan.clone());
     let (snapshot, changes) = (Arc::new(snapshot), Arc::new(changes));
     let results = Arc::new(Mutex::new(Vec::new()));
@@ -174,6 +192,7 @@ fn run(
             InputHandle<Time, CapacityContainerBuilder<Vec<SourceEvent>>>,
         > = BTreeMap::new();
         let sources_probe = ProbeHandle::new();
+        let index = worker.index();
         let mut handles = worker.dataflow::<Time, _, _>(|scope| {
             let mut local = Local {
                 rows: BTreeMap::new(),
@@ -210,6 +229,7 @@ fn run(
                 writer.clone(),
                 Rc::new(RefCell::new(None)),
                 Rc::new(SinkControl::default()),
+                Budget::new(budget(index)),
             )
         });
         let peers = worker.peers() as u64;
@@ -247,8 +267,8 @@ fn run(
         time += 1;
         advance(time, &mut inputs, &mut handles);
         for to in 0..peers {
-            handles.control.send(Control::CaughtUp { to });
-            handles.control.send(Control::Loaded { to });
+            handles.control.send(Readiness::CaughtUp { to });
+            handles.control.send(Readiness::Loaded { to });
         }
         let product::ProductDataflow {
             control,
@@ -268,8 +288,14 @@ fn run(
             worker.step();
         }
         drop(inputs);
+        let mut steps = 0;
         while !written.done() || !sources_probe.done() {
             worker.step();
+            steps += 1;
+            assert!(
+                steps < STEP_LIMIT,
+                "the dataflow is stuck: nothing written for {steps} steps"
+            );
         }
         out.lock()
             .unwrap()
@@ -330,6 +356,28 @@ fn the_hydration_alone_is_the_reference_documents() {
             );
         }
     }
+}
+
+/// A worker whose budget of documents in flight is spent (here: none at all) still starts its
+/// documents, a small chunk at a time: the other worker's documents of the product are written
+/// only once this worker's driver has moved past their time, so waiting for budget there could
+/// wait forever (two products, each holding one worker's budget, waiting for each other).
+#[test]
+fn a_driver_without_budget_still_makes_progress() {
+    let file = "dataflows/github_user_profile.toml";
+    let plan = plan_of(file);
+    let (snapshot, _) = generated(&plan, 300, 0, 5);
+    let events = decoded(&plan, &snapshot);
+    let writes = run_with_budget(&plan, 2, events, Vec::new(), 1, |worker| {
+        if worker == 1 {
+            0
+        } else {
+            WORKER_BUDGET
+        }
+    });
+    let verdict = verify(file, &plan, &snapshot, &writes);
+    assert!(verdict.ok(0), "{}", verdict.report(0));
+    assert!(verdict.comparisons[0].expected > 250);
 }
 
 /// A rough timing of the in-memory hydration (`cargo test --release -- --ignored --nocapture

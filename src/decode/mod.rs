@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
 use crate::plan::{Column, ColumnType, SourcePlan};
-use crate::row::Row;
+use crate::row::{Row, RowWriter};
 use crate::value::Value;
 use column::FieldSchemas;
 use raw::{Doc, Object};
@@ -298,22 +298,26 @@ impl Decoder {
         schemas: &FieldSchemas,
         row: &Object,
     ) -> Result<Change, DecodeError> {
-        let mut values = Vec::with_capacity(source.columns.len());
+        let mut writer = RowWriter::new();
         for column in &source.columns {
             let raw = row
                 .get(&column.name)
                 .ok_or_else(|| DecodeError::MissingColumn(column.name.clone()))?;
-            values.push(decode_column(raw, column, schemas.get(&column.name))?);
+            decode_column_into(raw, column, schemas.get(&column.name), &mut writer)?;
         }
+        let row = writer.finish();
         // The row's primary-key columns are its key. The record key, when it has them, must
         // name the same row: a later delete names its row by the record key.
-        let key_values: Vec<&Value> = source.key.iter().map(|&i| &values[i]).collect();
-        if let Some(i) = key_values.iter().position(|v| v.is_null()) {
-            return Err(DecodeError::NullKey(
-                source.columns[source.key[i]].name.clone(),
-            ));
+        let mut key_bytes = Vec::new();
+        if !row.as_ref().project(&source.key, &mut key_bytes) {
+            let null = source
+                .key
+                .iter()
+                .find(|&&i| row.as_ref().datum(i).is_null())
+                .unwrap_or(&source.key[0]);
+            return Err(DecodeError::NullKey(source.columns[*null].name.clone()));
         }
-        let row_key = Row::from_values(key_values.iter().copied());
+        let row_key = Row::from(key_bytes);
         if let Some(record_key) = self.message_key(source, key)? {
             if record_key != row_key {
                 return Err(DecodeError::KeyMismatch {
@@ -322,10 +326,7 @@ impl Decoder {
                 });
             }
         }
-        Ok(Change::Upsert {
-            key: row_key,
-            row: Row::from_values(&values),
-        })
+        Ok(Change::Upsert { key: row_key, row })
     }
 
     /// The primary key from the record key: a JSON object with the key columns (schema-wrapped
@@ -405,6 +406,46 @@ fn row_object(raw: Option<&RawValue>) -> Result<Option<Object<'_>>, DecodeError>
     }
 }
 
+/// One declared column's value from its raw JSON, written to a row. Plain strings and integers
+/// are written without a value in between.
+fn decode_column_into(
+    raw: &RawValue,
+    column: &Column,
+    schema: Option<&column::FieldSchema>,
+    row: &mut RowWriter,
+) -> Result<(), DecodeError> {
+    let text = raw.get();
+    match column.ty {
+        ColumnType::String => {
+            if let Some(plain) = text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|t| !t.contains('\\'))
+            {
+                row.push_str(plain);
+                return Ok(());
+            }
+        }
+        ColumnType::Int => {
+            if let Some(i) = plain_int(text) {
+                row.push_int(i);
+                return Ok(());
+            }
+        }
+        _ => {}
+    }
+    row.push(&decode_column(raw, column, schema)?);
+    Ok(())
+}
+
+/// A JSON integer written as plain digits (`-0` is a float to serde_json, not an integer).
+fn plain_int(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    (text != "-0" && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse::<i64>().ok())
+        .flatten()
+}
+
 /// One declared column's value from its raw JSON. Plain strings and integers skip the JSON tree.
 fn decode_column(
     raw: &RawValue,
@@ -418,13 +459,7 @@ fn decode_column(
             .and_then(|t| t.strip_suffix('"'))
             .filter(|t| !t.contains('\\'))
             .map(Value::str),
-        // `-0` is a float to serde_json, not an integer.
-        ColumnType::Int if text != "-0" => {
-            let digits = text.strip_prefix('-').unwrap_or(text);
-            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| text.parse::<i64>().ok().map(Value::Int))
-                .flatten()
-        }
+        ColumnType::Int => plain_int(text).map(Value::Int),
         _ => None,
     };
     if let Some(value) = fast {

@@ -216,12 +216,14 @@ impl KafkaOptions {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
-            // librdkafka prefetches up to 64 MB per consumer by default, one consumer per source
-            // and worker: records waiting there are memory the dataflow does not bound. A few
-            // MB per consumer keeps reading at full speed (override with -X).
-            .set("queued.max.messages.kbytes", "8192")
-            .set("fetch.max.bytes", "4194304")
-            .set("max.partition.fetch.bytes", "2097152")
+            // One consumer per worker reads all of its source partitions. Fetches carry up to
+            // 16 MB a partition, 64 MB in all, and up to 64 MB wait prefetched: brokers answer
+            // each fetch after a round trip, so what is in flight sets the rate (at 8 MB a
+            // consumer reading stalled at half the rate). Records waiting there are memory the
+            // dataflow does not bound: lower them with -X where memory is tight.
+            .set("queued.max.messages.kbytes", "65536")
+            .set("fetch.max.bytes", "67108864")
+            .set("max.partition.fetch.bytes", "16777216")
             .set("client.id", format!("denorm-{purpose}"));
         for (k, v) in &self.properties {
             config.set(k, v);
@@ -287,11 +289,8 @@ impl KafkaOptions {
 
     /// The names of every topic the brokers have (one metadata request).
     pub fn topic_names(&self) -> anyhow::Result<Vec<String>> {
-        let consumer = self.consumer("metadata")?;
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))?;
-        Ok(metadata
+        Ok(self
+            .all_metadata()?
             .topics()
             .iter()
             .filter(|t| t.error().is_none())
@@ -307,17 +306,21 @@ impl KafkaOptions {
         if topics.is_empty() {
             return Ok(Default::default());
         }
-        let consumer = self.consumer("metadata")?;
-        let metadata = consumer
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))?;
-        Ok(metadata
+        Ok(self
+            .all_metadata()?
             .topics()
             .iter()
             .filter(|t| t.error().is_none() && !t.partitions().is_empty())
             .filter(|t| topics.iter().any(|name| name == t.name()))
             .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
             .collect())
+    }
+
+    /// The metadata of every topic the brokers have (one request).
+    fn all_metadata(&self) -> anyhow::Result<rdkafka::metadata::Metadata> {
+        self.consumer("metadata")?
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("cannot list the topics of {}: {e}", self.brokers))
     }
 
     /// The number of partitions of each topic, waiting up to `wait` for topics to appear.

@@ -69,7 +69,7 @@ impl DeadLetters {
         self.check()?;
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
-        self.tracker.sending(seq, None, 0);
+        self.tracker.sending(seq, &self.topic, None, 0);
         let partition = origin.partition.to_string();
         let offset = origin.offset.to_string();
         let headers = OwnedHeaders::new()

@@ -14,8 +14,6 @@ use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use prometheus_client::metrics::histogram::Histogram;
-
 use super::client::KafkaOptions;
 use crate::dataflow::sink::DocWriter;
 use crate::dataflow::Time;
@@ -49,13 +47,22 @@ pub struct DeliveryTracker {
     /// Send records again on failures that may pass (else every failure is permanent).
     pub resend: bool,
     /// With `resend`: only the latest record of a key is sent again (a later one supersedes
-    /// it): key → sequence number of its latest record not yet delivered.
+    /// it): (topic, key) → sequence number of its latest record not yet delivered.
     pub supersede: bool,
     pub latest: Mutex<HashMap<Vec<u8>, usize>>,
     pub undelivered: Mutex<Vec<Undelivered>>,
     /// Sequence number → source timestamp (ms) of the records in flight whose latency is
     /// measured.
     pub source_ms: Mutex<HashMap<usize, i64>>,
+}
+
+/// A key as the tracker remembers it: the topic's too, as one producer writes several topics.
+fn topic_key(topic: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(topic.len() + 1 + key.len());
+    out.extend_from_slice(topic.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key);
+    out
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -102,13 +109,13 @@ impl DeliveryTracker {
         }
     }
 
-    /// Notes that record `seq` with `key` is being sent; its latency counts from `source_ms`
-    /// (0: not measured).
-    pub(super) fn sending(&self, seq: usize, key: Option<&[u8]>, source_ms: i64) {
+    /// Notes that record `seq` with `key` is being sent to `topic`; its latency counts from
+    /// `source_ms` (0: not measured).
+    pub(super) fn sending(&self, seq: usize, topic: &str, key: Option<&[u8]>, source_ms: i64) {
         self.sent.fetch_add(1, Ordering::Relaxed);
         if self.supersede {
             if let Some(key) = key {
-                lock(&self.latest).insert(key.to_vec(), seq);
+                lock(&self.latest).insert(topic_key(topic, key), seq);
             }
         }
         if source_ms > 0 {
@@ -141,14 +148,14 @@ impl DeliveryTracker {
                 let latest = u
                     .key
                     .as_ref()
-                    .and_then(|k| lock(&self.latest).get(k).copied());
+                    .and_then(|k| lock(&self.latest).get(&topic_key(&u.topic, k)).copied());
                 if latest != Some(u.seq) {
                     continue; // a later record of the key was sent after it
                 }
             }
             *next_seq += 1;
             let seq = *next_seq;
-            self.sending(seq, u.key.as_deref(), u.source_ms);
+            self.sending(seq, &u.topic, u.key.as_deref(), u.source_ms);
             let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&u.topic, seq);
             if let Some(k) = &u.key {
                 record = record.key(k);
@@ -201,14 +208,15 @@ fn warn_sometimes(message: &str) {
 /// record whose source timestamp was noted.
 pub struct TrackingContext {
     tracker: Arc<DeliveryTracker>,
-    latency: Option<Histogram>,
+    /// Observe each delivered record's latency, in the histogram of its topic.
+    latency: bool,
 }
 
 impl TrackingContext {
     pub fn new(tracker: Arc<DeliveryTracker>) -> Self {
         TrackingContext {
             tracker,
-            latency: None,
+            latency: false,
         }
     }
 }
@@ -231,14 +239,18 @@ impl ProducerContext for TrackingContext {
         match result {
             Ok(message) => {
                 tracker.delivered.fetch_add(1, Ordering::Relaxed);
-                if let (Some(latency), true) = (&self.latency, source_ms > 0) {
-                    latency.observe(crate::runtime::latency::seconds_since(source_ms));
+                if self.latency && source_ms > 0 {
+                    crate::runtime::metrics::metrics()
+                        .latency
+                        .get_or_create(&crate::runtime::metrics::topic(message.topic()))
+                        .observe(crate::runtime::latency::seconds_since(source_ms));
                 }
                 if tracker.supersede {
                     if let Some(key) = message.key() {
+                        let key = topic_key(message.topic(), key);
                         let mut latest = lock(&tracker.latest);
-                        if latest.get(key) == Some(&seq) {
-                            latest.remove(key);
+                        if latest.get(&key) == Some(&seq) {
+                            latest.remove(&key);
                         }
                     }
                 }
@@ -340,24 +352,20 @@ pub fn flush_all<C: ProducerContext<DeliveryOpaque = usize> + 'static>(
     }
 }
 
-/// Writes upsert records (JSON key, JSON document or tombstone) to one topic. A record the
-/// broker did not take for a reason that may pass (an outage) is sent again unless a later
-/// record of its key was sent since: the job waits out outages without losing or reordering
-/// documents.
+/// Writes upsert records (JSON key, JSON document or tombstone) for a worker's products: one
+/// producer per worker, whichever topics it writes. A record the broker did not take for a
+/// reason that may pass (an outage) is sent again unless a later record of its key was sent
+/// since: the job waits out outages without losing or reordering documents.
 pub struct KafkaWriter {
-    topic: String,
     producer: ThreadedProducer<TrackingContext>,
     tracker: Arc<DeliveryTracker>,
     seq: usize,
     /// Where the oldest source timestamp of each time is noted, when latency is measured.
     source_times: Option<Arc<SourceTimes>>,
-    /// The oldest source timestamp of the window being written (0: unknown).
-    window_source_ms: i64,
-    pub written: u64,
 }
 
 impl KafkaWriter {
-    pub fn new(options: &KafkaOptions, topic: &str) -> anyhow::Result<Self> {
+    pub fn new(options: &KafkaOptions) -> anyhow::Result<Self> {
         let tracker = Arc::new(DeliveryTracker::resending(true));
         let mut config = options.client_config();
         // Keep per-key order across retries; acks from all in-sync replicas.
@@ -372,12 +380,7 @@ impl KafkaWriter {
         }
         let context = TrackingContext {
             tracker: tracker.clone(),
-            latency: Some(
-                crate::runtime::metrics::metrics()
-                    .latency
-                    .get_or_create(&crate::runtime::metrics::topic(topic))
-                    .clone(),
-            ),
+            latency: true,
         };
         let producer = config.create_with_context(context).map_err(|e| {
             anyhow::anyhow!(
@@ -386,13 +389,10 @@ impl KafkaWriter {
             )
         })?;
         Ok(KafkaWriter {
-            topic: topic.to_owned(),
             producer,
             tracker,
             seq: 0,
             source_times: None,
-            window_source_ms: 0,
-            written: 0,
         })
     }
 
@@ -415,20 +415,64 @@ impl KafkaWriter {
             .resend_undelivered(&self.producer, &mut self.seq, RESEND_BACKOFF)?;
         Ok(())
     }
-}
 
-impl DocWriter for KafkaWriter {
-    fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+    fn send(
+        &mut self,
+        topic: &str,
+        key: &str,
+        value: Option<&str>,
+        source_ms: i64,
+    ) -> anyhow::Result<()> {
         self.check()?;
         self.seq += 1;
         self.tracker
-            .sending(self.seq, Some(key.as_bytes()), self.window_source_ms);
+            .sending(self.seq, topic, Some(key.as_bytes()), source_ms);
+        send_blocking(&self.producer, topic, Some(key), value, self.seq)
+    }
+
+    /// Waits until everything written is delivered.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        flush_all(
+            &self.producer,
+            &self.tracker,
+            &mut self.seq,
+            "the output topics",
+            Duration::from_secs(300),
+        )
+        .map_err(|e| anyhow::anyhow!("flushing documents failed: {e:#}"))
+    }
+}
+
+/// One product's writer: its topic, on its worker's [`KafkaWriter`].
+pub struct TopicWriter {
+    topic: String,
+    writer: std::rc::Rc<std::cell::RefCell<KafkaWriter>>,
+    /// The oldest source timestamp of the window being written (0: unknown).
+    window_source_ms: i64,
+    pub written: u64,
+}
+
+impl TopicWriter {
+    pub fn new(writer: std::rc::Rc<std::cell::RefCell<KafkaWriter>>, topic: &str) -> Self {
+        TopicWriter {
+            topic: topic.to_owned(),
+            writer,
+            window_source_ms: 0,
+            written: 0,
+        }
+    }
+}
+
+impl DocWriter for TopicWriter {
+    fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
         // A deliberate bug for the tests of `denorm verify`: an empty value for a tombstone.
         let value = match value {
             None if crate::fault::on(crate::fault::Fault::EmptyTombstone) => Some(""),
             value => value,
         };
-        send_blocking(&self.producer, &self.topic, Some(key), value, self.seq)?;
+        self.writer
+            .borrow_mut()
+            .send(&self.topic, key, value, self.window_source_ms)?;
         self.written += 1;
         crate::runtime::metrics::metrics()
             .documents_written
@@ -439,6 +483,8 @@ impl DocWriter for KafkaWriter {
 
     fn begin_window(&mut self, times: &[Time]) {
         self.window_source_ms = self
+            .writer
+            .borrow()
             .source_times
             .as_ref()
             .and_then(|noted| noted.oldest(times))
@@ -446,13 +492,6 @@ impl DocWriter for KafkaWriter {
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        flush_all(
-            &self.producer,
-            &self.tracker,
-            &mut self.seq,
-            &self.topic,
-            Duration::from_secs(300),
-        )
-        .map_err(|e| anyhow::anyhow!("flushing documents to {} failed: {e:#}", self.topic))
+        self.writer.borrow_mut().flush()
     }
 }

@@ -50,95 +50,180 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// One worker's reader of one topic's assigned partitions.
-pub struct TopicReader {
-    pub topic: String,
+/// One reader of some partitions of several topics, with one consumer: a worker reads its
+/// share of every source this way, so its fetches carry all of its partitions and its prefetch
+/// buffer is one, not one per source. It polls without blocking and knows when each partition
+/// reached the end it had when reading began (partition EOF, or the end its fetches reported).
+pub struct TopicsReader {
+    options: KafkaOptions,
+    name: String,
     consumer: Option<Reader>,
-    partitions: Vec<i32>,
-    /// One per partition, in `partitions` order.
-    positions: Vec<Arc<PartitionPosition>>,
+    topics: BTreeMap<String, Partitions>,
     watermarks_at: Option<Instant>,
-    reached_end: BTreeSet<i32>,
-    /// The offset after the last record read, per partition (absent: nothing read yet).
-    next_offsets: BTreeMap<i32, i64>,
+    /// The topics changed since the consumer was last assigned: it is assigned again, once, at
+    /// the next poll (assigning again and again while partitions start trips librdkafka).
+    reassign: bool,
     /// Transport errors seen (the client retries them itself); logged, not fatal.
     pub transient_errors: u64,
 }
 
-impl TopicReader {
-    pub fn open(
-        options: &KafkaOptions,
-        topic: &str,
-        partitions: Vec<i32>,
-        worker: usize,
-    ) -> anyhow::Result<Self> {
-        let consumer = if partitions.is_empty() {
-            None
-        } else {
-            let consumer = options.consumer(&format!("{topic}-w{worker}"))?;
-            let mut list = TopicPartitionList::new();
-            for &p in &partitions {
-                list.add_partition_offset(topic, p, Offset::Beginning)
-                    .map_err(|e| anyhow::anyhow!("cannot assign {topic}/{p}: {e}"))?;
-            }
-            consumer.assign(&list).map_err(|e| {
-                anyhow::anyhow!("cannot assign partitions {partitions:?} of {topic}: {e}")
-            })?;
-            Some(consumer)
-        };
-        Ok(TopicReader {
-            topic: topic.to_owned(),
-            consumer,
-            positions: partitions
-                .iter()
-                .map(|&p| Arc::new(PartitionPosition::new(topic, p)))
-                .collect(),
-            watermarks_at: None,
-            partitions,
-            reached_end: BTreeSet::new(),
-            next_offsets: BTreeMap::new(),
-            transient_errors: 0,
-        })
-    }
+/// A topic's partitions a reader reads.
+struct Partitions {
+    partitions: Vec<i32>,
+    /// One per partition, in `partitions` order.
+    positions: Vec<Arc<PartitionPosition>>,
+    reached_end: BTreeSet<i32>,
+    /// The offset after the last record read, per partition (absent: nothing read yet).
+    next_offsets: BTreeMap<i32, i64>,
+}
 
-    pub fn partitions(&self) -> &[i32] {
-        &self.partitions
-    }
-
-    /// Where reading stands: per assigned partition, the offset after the last record read
-    /// (the next one to read), or `None` when nothing has been read from it.
-    pub fn next_offsets(&self) -> Vec<(i32, Option<i64>)> {
-        self.partitions
-            .iter()
-            .map(|p| (*p, self.next_offsets.get(p).copied()))
-            .collect()
-    }
-
-    /// Where the reader is in each of its partitions.
-    pub fn positions(&self) -> &[Arc<PartitionPosition>] {
-        &self.positions
-    }
-
+impl Partitions {
     fn position(&self, partition: i32) -> Option<&PartitionPosition> {
         self.partitions
             .iter()
             .position(|&p| p == partition)
             .map(|i| &*self.positions[i])
     }
+}
 
-    /// True once every assigned partition has reached its end at least once.
-    pub fn caught_up(&self) -> bool {
-        self.reached_end.len() == self.partitions.len()
+impl TopicsReader {
+    /// A reader of nothing yet; `name` names its consumer (with the worker).
+    pub fn new(options: &KafkaOptions, name: &str) -> Self {
+        TopicsReader {
+            options: options.clone(),
+            name: name.to_owned(),
+            consumer: None,
+            topics: BTreeMap::new(),
+            watermarks_at: None,
+            reassign: false,
+            transient_errors: 0,
+        }
     }
 
-    /// Reads up to `max` records without blocking (waiting at most `wait` for the first), calling
-    /// `record(origin, key, value, timestamp_ms)` for each. Returns how many were read.
+    /// Starts reading `partitions` of `topic` from the beginning (the partitions already read
+    /// go on from where they are). Returns their positions.
+    pub fn add(
+        &mut self,
+        topic: &str,
+        partitions: Vec<i32>,
+    ) -> anyhow::Result<&[Arc<PartitionPosition>]> {
+        let positions = partitions
+            .iter()
+            .map(|&p| Arc::new(PartitionPosition::new(topic, p)))
+            .collect();
+        self.topics.insert(
+            topic.to_owned(),
+            Partitions {
+                partitions,
+                positions,
+                reached_end: BTreeSet::new(),
+                next_offsets: BTreeMap::new(),
+            },
+        );
+        self.reassign = true;
+        Ok(&self.topics[topic].positions)
+    }
+
+    /// Stops reading `topic`, from the next poll on.
+    pub fn remove(&mut self, topic: &str) -> anyhow::Result<()> {
+        if self.topics.remove(topic).is_some() {
+            self.reassign = true;
+        }
+        Ok(())
+    }
+
+    /// Applies the topics added and removed now rather than at the next poll.
+    pub fn sync(&mut self) -> anyhow::Result<()> {
+        if self.reassign {
+            self.assign()?;
+        }
+        Ok(())
+    }
+
+    /// Assigns every partition, each from where it is.
+    fn assign(&mut self) -> anyhow::Result<()> {
+        self.reassign = false;
+        let mut list = TopicPartitionList::new();
+        for (topic, t) in &self.topics {
+            for &p in &t.partitions {
+                let offset = t
+                    .next_offsets
+                    .get(&p)
+                    .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                list.add_partition_offset(topic, p, offset)
+                    .map_err(|e| anyhow::anyhow!("cannot assign {topic}/{p}: {e}"))?;
+            }
+        }
+        if list.count() == 0 {
+            self.consumer = None;
+            return Ok(());
+        }
+        if self.consumer.is_none() {
+            self.consumer = Some(self.options.consumer(&self.name)?);
+        }
+        self.consumer
+            .as_ref()
+            .expect("made above")
+            .assign(&list)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot assign the partitions of {:?}: {e}",
+                    self.topics.keys().collect::<Vec<_>>()
+                )
+            })
+    }
+
+    /// The partitions of `topic` this reader reads.
+    pub fn partitions(&self, topic: &str) -> &[i32] {
+        self.topics.get(topic).map_or(&[], |t| &t.partitions)
+    }
+
+    /// Where the reader is in each of `topic`'s partitions.
+    pub fn positions(&self, topic: &str) -> &[Arc<PartitionPosition>] {
+        self.topics.get(topic).map_or(&[], |t| &t.positions)
+    }
+
+    /// Per partition of `topic`, the offset after the last record read (the next to read), or
+    /// `None` when nothing has been read from it.
+    pub fn next_offsets(&self, topic: &str) -> Vec<(i32, Option<i64>)> {
+        self.topics.get(topic).map_or(Vec::new(), |t| {
+            t.partitions
+                .iter()
+                .map(|p| (*p, t.next_offsets.get(p).copied()))
+                .collect()
+        })
+    }
+
+    /// True once every partition of `topic` has reached its end at least once (a topic it does
+    /// not read counts as read).
+    pub fn caught_up(&self, topic: &str) -> bool {
+        self.topics
+            .get(topic)
+            .is_none_or(|t| t.reached_end.len() == t.partitions.len())
+    }
+
+    /// Whether every partition of every topic has reached its end.
+    pub fn all_caught_up(&self) -> bool {
+        self.topics.keys().all(|t| self.caught_up(t))
+    }
+
+    /// The topics it reads.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.keys().map(String::as_str)
+    }
+
+    /// Reads up to `max` records without blocking (waiting at most `wait` for the first),
+    /// calling `record(origin, key, value, timestamp_ms)` for each, in offset order per
+    /// partition. Returns how many were read.
     pub fn poll(
         &mut self,
         max: usize,
         wait: Duration,
         mut record: impl FnMut(Origin, Option<&[u8]>, Option<&[u8]>, Option<i64>) -> anyhow::Result<()>,
     ) -> anyhow::Result<usize> {
+        if self.reassign {
+            self.assign()?;
+        }
         let Some(consumer) = &self.consumer else {
             return Ok(0);
         };
@@ -147,9 +232,11 @@ impl TopicReader {
             .is_none_or(|at| at.elapsed() >= WATERMARK_REFRESH)
         {
             self.watermarks_at = Some(Instant::now());
-            for (&p, position) in self.partitions.iter().zip(&self.positions) {
-                if let Some((low, high)) = cached_watermarks(consumer, &self.topic, p) {
-                    position.watermarks(low, high);
+            for (topic, t) in &self.topics {
+                for (&p, position) in t.partitions.iter().zip(&t.positions) {
+                    if let Some((low, high)) = cached_watermarks(consumer, topic, p) {
+                        position.watermarks(low, high);
+                    }
                 }
             }
         }
@@ -159,37 +246,57 @@ impl TopicReader {
             match consumer.poll(timeout) {
                 None => break,
                 Some(Ok(message)) => {
+                    let Some(t) = self.topics.get_mut(message.topic()) else {
+                        continue;
+                    };
                     let origin = Origin {
-                        topic: self.topic.clone(),
+                        topic: message.topic().to_owned(),
                         partition: message.partition(),
                         offset: message.offset(),
                     };
-                    if let Some(position) = self.position(origin.partition) {
+                    if let Some(position) = t.position(origin.partition) {
                         position.read(origin.offset);
                     }
+                    t.next_offsets.insert(origin.partition, origin.offset + 1);
                     record(
                         origin,
                         message.key(),
                         message.payload(),
                         message.timestamp().to_millis(),
                     )?;
-                    self.next_offsets
-                        .insert(message.partition(), message.offset() + 1);
                     read += 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    if let Some(position) = self.position(p) {
-                        let high = cached_watermarks(consumer, &self.topic, p).map(|(_, h)| h);
-                        position.reached_end(high);
-                    }
-                    if self.reached_end.insert(p) {
-                        tracing::debug!(topic = %self.topic, partition = p, "reached the end of the partition");
+                    // The event names the partition, not its topic: when several topics have
+                    // that partition, each is at its end if everything its fetches reported
+                    // was read.
+                    let sharing = self
+                        .topics
+                        .values()
+                        .filter(|t| t.partitions.contains(&p))
+                        .count();
+                    for (topic, t) in self.topics.iter_mut() {
+                        if !t.partitions.contains(&p) || t.reached_end.contains(&p) {
+                            continue;
+                        }
+                        let high = cached_watermarks(consumer, topic, p).map(|(_, h)| h);
+                        let read_all = match high {
+                            Some(high) => t.next_offsets.get(&p).copied().unwrap_or(0) >= high,
+                            None => false,
+                        };
+                        if sharing == 1 || read_all {
+                            if let Some(position) = t.position(p) {
+                                position.reached_end(high);
+                            }
+                            t.reached_end.insert(p);
+                            tracing::debug!(%topic, partition = p, "reached the end of the partition");
+                        }
                     }
                 }
                 Some(Err(e)) => {
                     self.transient_errors += 1;
                     if self.transient_errors.is_power_of_two() {
-                        tracing::warn!(topic = %self.topic, error = %e, count = self.transient_errors, "Kafka consumer error; the client retries");
+                        tracing::warn!(topics = ?self.topics.keys().collect::<Vec<_>>(), error = %e, count = self.transient_errors, "Kafka consumer error; the client retries");
                     }
                     break;
                 }
@@ -197,6 +304,58 @@ impl TopicReader {
             timeout = Duration::ZERO;
         }
         Ok(read)
+    }
+}
+
+/// A reader of some partitions of one topic.
+pub struct TopicReader {
+    pub topic: String,
+    reader: TopicsReader,
+}
+
+impl TopicReader {
+    pub fn open(
+        options: &KafkaOptions,
+        topic: &str,
+        partitions: Vec<i32>,
+        worker: usize,
+    ) -> anyhow::Result<Self> {
+        let mut reader = TopicsReader::new(options, &format!("{topic}-w{worker}"));
+        reader.add(topic, partitions)?;
+        Ok(TopicReader {
+            topic: topic.to_owned(),
+            reader,
+        })
+    }
+
+    pub fn partitions(&self) -> &[i32] {
+        self.reader.partitions(&self.topic)
+    }
+
+    /// Where reading stands: per assigned partition, the offset after the last record read
+    /// (the next one to read), or `None` when nothing has been read from it.
+    pub fn next_offsets(&self) -> Vec<(i32, Option<i64>)> {
+        self.reader.next_offsets(&self.topic)
+    }
+
+    /// Where the reader is in each of its partitions.
+    pub fn positions(&self) -> &[Arc<PartitionPosition>] {
+        self.reader.positions(&self.topic)
+    }
+
+    /// True once every assigned partition has reached its end at least once.
+    pub fn caught_up(&self) -> bool {
+        self.reader.caught_up(&self.topic)
+    }
+
+    /// Reads up to `max` records (see [`TopicsReader::poll`]).
+    pub fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        record: impl FnMut(Origin, Option<&[u8]>, Option<&[u8]>, Option<i64>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<usize> {
+        self.reader.poll(max, wait, record)
     }
 }
 

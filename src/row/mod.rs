@@ -160,11 +160,21 @@ impl<'a> RowRef<'a> {
     /// joins.
     pub fn project(self, columns: &[usize], out: &mut Vec<u8>) -> bool {
         let start = out.len();
-        let spans = self.spans();
+        let Some(&last) = columns.iter().max() else {
+            return true;
+        };
+        // Each column's byte range, up to the last one asked for.
+        let mut spans = smallvec::SmallVec::<[(u32, u32); 16]>::new();
+        let mut at = 0;
+        while spans.len() <= last && at < self.0.len() {
+            let len = encoded_len(&self.0[at..]);
+            spans.push((at as u32, (at + len) as u32));
+            at += len;
+        }
         for &c in columns {
             match spans.get(c) {
-                Some(&(from, to)) if self.0[from] != NULL => {
-                    out.extend_from_slice(&self.0[from..to])
+                Some(&(from, to)) if self.0[from as usize] != NULL => {
+                    out.extend_from_slice(&self.0[from as usize..to as usize])
                 }
                 _ => {
                     out.truncate(start);
@@ -173,18 +183,6 @@ impl<'a> RowRef<'a> {
             }
         }
         true
-    }
-
-    /// Each column's byte range in the row.
-    fn spans(self) -> smallvec::SmallVec<[(usize, usize); 16]> {
-        let mut spans = smallvec::SmallVec::new();
-        let mut at = 0;
-        while at < self.0.len() {
-            let len = encoded_len(&self.0[at..]);
-            spans.push((at, at + len));
-            at += len;
-        }
-        spans
     }
 }
 
@@ -220,6 +218,10 @@ pub enum Datum<'a> {
 }
 
 impl Datum<'_> {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Datum::Null)
+    }
+
     /// The value, for documents.
     pub fn to_value(self) -> Value {
         match self {
@@ -361,6 +363,19 @@ impl RowWriter {
     /// Appends one value (a document value is not a column: it is written as null).
     pub fn push(&mut self, value: &Value) {
         encode(value, &mut self.bytes);
+    }
+
+    /// Appends a string value.
+    pub fn push_str(&mut self, s: &str) {
+        self.bytes.push(STR);
+        write_varint(s.len() as u64, &mut self.bytes);
+        self.bytes.extend_from_slice(s.as_bytes());
+    }
+
+    /// Appends an integer value.
+    pub fn push_int(&mut self, i: i64) {
+        self.bytes.push(INT);
+        write_varint(zigzag(i), &mut self.bytes);
     }
 
     /// Appends the encoded values of another row.

@@ -3,7 +3,7 @@
 //! go where the error policy says (the dead-letter topic, the log, or an error that stops the
 //! job naming topic, partition and offset).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::dataflow::catalog::Catalog;
@@ -11,20 +11,19 @@ use crate::dataflow::rows::SourceEvent;
 use crate::decode::{self, Change};
 use crate::kafka::client::KafkaOptions;
 use crate::kafka::dlq::DeadLetters;
-use crate::kafka::source::{assignment, Origin, TopicReader};
+use crate::kafka::source::{assignment, Origin, TopicsReader};
 use crate::plan::SourceId;
 
 use super::options::ErrorPolicy;
 use super::SourcePosition;
 
-/// One source's partitions this worker reads.
-pub struct SourceReader {
-    /// The source's name in the plan.
-    pub name: String,
-    pub reader: TopicReader,
+/// A source this worker reads.
+struct Source {
+    name: String,
+    topic: String,
     /// Partitions of the topic in all.
     partition_count: i32,
-    /// Decodes this reader's records (keeps the schemas it has seen).
+    /// Decodes this source's records (keeps the schemas it has seen).
     decoder: decode::Decoder,
     /// Records read since the metrics were last told.
     unreported: u64,
@@ -41,10 +40,11 @@ pub struct Polled {
     pub decode_errors: u64,
 }
 
-/// The worker's source readers.
-#[derive(Default)]
+/// The worker's readers of its share of the sources' partitions: one consumer for all of them.
 pub struct SourceReaders {
-    readers: BTreeMap<SourceId, SourceReader>,
+    reader: TopicsReader,
+    sources: BTreeMap<SourceId, Source>,
+    by_topic: HashMap<String, SourceId>,
 }
 
 /// The dataflow event of a decoded change (a truncate is addressed to each of `peers` workers).
@@ -66,6 +66,14 @@ pub fn events(change: Change, peers: usize) -> impl Iterator<Item = SourceEvent>
 }
 
 impl SourceReaders {
+    pub fn new(kafka: &KafkaOptions, worker: usize) -> Self {
+        SourceReaders {
+            reader: TopicsReader::new(kafka, &format!("sources-w{worker}")),
+            sources: BTreeMap::new(),
+            by_topic: HashMap::new(),
+        }
+    }
+
     /// Starts reading this worker's share of the partitions of newly installed `sources`.
     pub fn open(
         &mut self,
@@ -87,14 +95,15 @@ impl SourceReaders {
         let shares = assignment(worker, peers, &counts);
         for ((&s, partitions), count) in sources.iter().zip(shares).zip(counts) {
             let source = &catalog.plan.sources[s];
-            let reader = TopicReader::open(kafka, &source.topic, partitions, worker)?;
-            tracing::info!(worker, topic = %reader.topic, partitions = ?reader.partitions(), "worker reading");
-            progress.watch(&source.name, reader.positions());
-            self.readers.insert(
+            tracing::info!(worker, topic = %source.topic, ?partitions, "worker reading");
+            let positions = self.reader.add(&source.topic, partitions)?;
+            progress.watch(&source.name, positions);
+            self.by_topic.insert(source.topic.clone(), s);
+            self.sources.insert(
                 s,
-                SourceReader {
+                Source {
                     name: source.name.clone(),
-                    reader,
+                    topic: source.topic.clone(),
                     partition_count: count,
                     decoder: decode::Decoder::new(),
                     unreported: 0,
@@ -105,103 +114,104 @@ impl SourceReaders {
     }
 
     /// Stops reading a source (its product was removed); its name.
-    pub fn close(&mut self, source: SourceId) -> Option<String> {
-        self.readers.remove(&source).map(|r| r.name)
+    pub fn close(&mut self, source: SourceId) -> anyhow::Result<Option<String>> {
+        let Some(closed) = self.sources.remove(&source) else {
+            return Ok(None);
+        };
+        self.by_topic.remove(&closed.topic);
+        self.reader.remove(&closed.topic)?;
+        Ok(Some(closed.name))
     }
 
     /// Whether this worker has read every partition of `source` it reads to the end it had
     /// (a source it does not read counts as read).
     pub fn caught_up(&self, source: SourceId) -> bool {
-        self.readers
+        self.sources
             .get(&source)
-            .is_none_or(|r| r.reader.caught_up())
+            .is_none_or(|s| self.reader.caught_up(&s.topic))
     }
 
     /// Whether every source is caught up.
     pub fn all_caught_up(&self) -> bool {
-        self.readers.values().all(|r| r.reader.caught_up())
+        self.reader.all_caught_up()
     }
 
-    /// Reads up to `room` records (at most `batch_size` per source, the sources in turn),
-    /// decodes them and feeds them to the catalog's inputs.
+    /// Reads up to `room` records (at most `batch_size`), decodes them and feeds them to the
+    /// catalog's inputs.
     pub fn poll(
         &mut self,
         catalog: &mut Catalog,
         peers: usize,
         batch_size: usize,
-        mut room: usize,
+        room: usize,
         bad: &mut BadRecords<'_>,
     ) -> anyhow::Result<Polled> {
         let mut polled = Polled::default();
-        for (&s, reader) in self.readers.iter_mut() {
-            if room == 0 {
-                break;
-            }
-            let Some((source, input)) = catalog.source(s) else {
-                continue;
-            };
-            let partitions = reader.partition_count;
-            let decoder = &mut reader.decoder;
-            let got = reader.reader.poll(
-                batch_size.min(room),
-                Duration::ZERO,
-                |origin, key, value, timestamp| {
-                    if let Some(ts) = timestamp.filter(|t| *t > 0) {
-                        polled.oldest_timestamp =
-                            Some(polled.oldest_timestamp.map_or(ts, |o| o.min(ts)));
-                    }
-                    match decoder.decode(source, key, value) {
-                        Ok(change) => {
-                            if matches!(change, Change::Truncate) {
-                                if partitions > 1 {
-                                    tracing::warn!(%origin, source = %source.name, partitions,
-                                        "truncate on a topic with several partitions: it is ordered only against the rows of its own partition");
-                                }
-                                tracing::info!(%origin, source = %source.name, "truncate: every row of the source is deleted");
+        let (sources, by_topic) = (&mut self.sources, &self.by_topic);
+        polled.records = self.reader.poll(
+            batch_size.min(room),
+            Duration::ZERO,
+            |origin, key, value, timestamp| {
+                let Some(&s) = by_topic.get(&origin.topic) else {
+                    return Ok(());
+                };
+                let source = sources.get_mut(&s).expect("a source per topic");
+                let Some((plan, input)) = catalog.source(s) else {
+                    return Ok(());
+                };
+                source.unreported += 1;
+                if let Some(ts) = timestamp.filter(|t| *t > 0) {
+                    polled.oldest_timestamp =
+                        Some(polled.oldest_timestamp.map_or(ts, |o| o.min(ts)));
+                }
+                match source.decoder.decode(plan, key, value) {
+                    Ok(change) => {
+                        if matches!(change, Change::Truncate) {
+                            if source.partition_count > 1 {
+                                tracing::warn!(%origin, source = %plan.name, partitions = source.partition_count,
+                                    "truncate on a topic with several partitions: it is ordered only against the rows of its own partition");
                             }
-                            for event in events(change, peers) {
-                                polled.bytes += event.size();
-                                input.send(event);
-                            }
-                            Ok(())
+                            tracing::info!(%origin, source = %plan.name, "truncate: every row of the source is deleted");
                         }
-                        Err(error) => {
-                            polled.decode_errors += 1;
-                            bad.record(&origin, key, value, error)
+                        for event in events(change, peers) {
+                            polled.bytes += event.size();
+                            input.send(event);
                         }
+                        Ok(())
                     }
-                },
-            )?;
-            reader.unreported += got as u64;
-            polled.records += got;
-            room = room.saturating_sub(got);
-        }
+                    Err(error) => {
+                        polled.decode_errors += 1;
+                        bad.record(&origin, key, value, error)
+                    }
+                }
+            },
+        )?;
         Ok(polled)
     }
 
     /// Adds the records read since the last call to the `records_read` counters.
     pub fn report_metrics(&mut self) {
-        for reader in self.readers.values_mut() {
-            if reader.unreported > 0 {
+        for source in self.sources.values_mut() {
+            if source.unreported > 0 {
                 crate::runtime::metrics::metrics()
                     .records_read
-                    .get_or_create(&crate::runtime::metrics::topic(&reader.reader.topic))
-                    .inc_by(reader.unreported);
-                reader.unreported = 0;
+                    .get_or_create(&crate::runtime::metrics::topic(&source.topic))
+                    .inc_by(source.unreported);
+                source.unreported = 0;
             }
         }
     }
 
     /// Where this worker stands in every partition it reads.
     pub fn positions(&self) -> Vec<SourcePosition> {
-        self.readers
+        self.sources
             .values()
-            .flat_map(|r| {
-                r.reader
-                    .next_offsets()
+            .flat_map(|s| {
+                self.reader
+                    .next_offsets(&s.topic)
                     .into_iter()
                     .map(|(partition, next_offset)| SourcePosition {
-                        topic: r.reader.topic.clone(),
+                        topic: s.topic.clone(),
                         partition,
                         next_offset,
                     })

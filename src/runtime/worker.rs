@@ -31,7 +31,7 @@ use crate::dataflow::sink::{DocWriter, Failure, SharedWriter};
 use crate::dataflow::Time;
 use crate::kafka::dlq::DeadLetters;
 use crate::kafka::output::OutputReader;
-use crate::kafka::producer::KafkaWriter;
+use crate::kafka::producer::{KafkaWriter, TopicWriter};
 use crate::kafka::source::assignment;
 use crate::plan::{Plan, SourceId};
 use crate::runtime::watch::{Command, Watcher};
@@ -47,7 +47,9 @@ pub struct JobWorker<'a> {
     catalog: Catalog,
     sources: SourceReaders,
     outputs: OutputReader,
-    writers: HashMap<String, Rc<RefCell<KafkaWriter>>>,
+    /// The worker's producer of documents, shared by its products' writers.
+    producer: Rc<RefCell<KafkaWriter>>,
+    writers: HashMap<String, Rc<RefCell<TopicWriter>>>,
     dead_letters: Option<DeadLetters>,
     sequencer: Sequencer<Command>,
     watcher: Option<Watcher>,
@@ -84,6 +86,8 @@ impl<'a> JobWorker<'a> {
             ErrorPolicy::Dlq => Some(DeadLetters::new(&options.kafka, &options.dlq_topic)?),
             _ => None,
         };
+        let mut producer = KafkaWriter::new(&options.kafka)?;
+        producer.measure_latency(observed.source_times.clone());
         let mut job = JobWorker {
             options,
             observed,
@@ -92,8 +96,9 @@ impl<'a> JobWorker<'a> {
             start,
             failure: Rc::new(RefCell::new(None)),
             catalog: Catalog::new(),
-            sources: SourceReaders::default(),
+            sources: SourceReaders::new(&options.kafka, worker.index()),
             outputs: OutputReader::new(&options.kafka, worker.index()),
+            producer: Rc::new(RefCell::new(producer)),
             writers: HashMap::new(),
             dead_letters,
             sequencer,
@@ -120,8 +125,8 @@ impl<'a> JobWorker<'a> {
             if self.inputs_open {
                 self.apply_commands(worker)?;
             }
-            // Documents handed to the producers and not yet delivered.
-            let output_busy = self.writers.values().any(|w| w.borrow().undelivered() > 0);
+            // Documents handed to the producer and not yet delivered.
+            let output_busy = self.producer.borrow().undelivered() > 0;
             let read = if self.inputs_open {
                 self.ingest(output_busy)?
             } else {
@@ -148,9 +153,7 @@ impl<'a> JobWorker<'a> {
         if let Some(e) = self.failure.borrow_mut().take() {
             return Err(e);
         }
-        for writer in self.writers.values() {
-            writer.borrow_mut().check()?;
-        }
+        self.producer.borrow_mut().check()?;
         if let Some(dead_letters) = &self.dead_letters {
             dead_letters.check()?;
         }
@@ -200,7 +203,7 @@ impl<'a> JobWorker<'a> {
                     }
                 };
                 for s in dropped {
-                    if let Some(name) = self.sources.close(s) {
+                    if let Some(name) = self.sources.close(s)? {
                         self.observed.progress.forget(&name);
                     }
                 }
@@ -234,13 +237,12 @@ impl<'a> JobWorker<'a> {
     fn install(&mut self, worker: &mut Worker, plan: Plan) -> anyhow::Result<Vec<SourceId>> {
         let first = self.catalog.products.len();
         let mut made = Vec::new();
-        let (kafka, source_times) = (&self.options.kafka, &self.observed.source_times);
+        let producer = &self.producer;
         let installed = self.catalog.install(
             worker,
             plan,
             |product| {
-                let mut writer = KafkaWriter::new(kafka, &product.output_topic)?;
-                writer.measure_latency(source_times.clone());
+                let writer = TopicWriter::new(producer.clone(), &product.output_topic);
                 let writer = Rc::new(RefCell::new(writer));
                 made.push((product.name.clone(), writer.clone()));
                 Ok(writer as SharedWriter)
@@ -445,6 +447,7 @@ impl<'a> JobWorker<'a> {
         if let Some(dead_letters) = &self.dead_letters {
             dead_letters.flush()?;
         }
+        self.producer.borrow_mut().flush()?;
         for name in self.writers.keys().cloned().collect::<Vec<_>>() {
             self.close_writer(&name)?;
         }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::decode;
 use crate::kafka::client::KafkaOptions;
-use crate::kafka::source::{assignment, TopicReader};
+use crate::kafka::source::{assignment, TopicsReader};
 use crate::plan::Plan;
 
 /// What a consume run measured.
@@ -74,44 +74,31 @@ fn read_share(
     worker: usize,
     workers: usize,
 ) -> anyhow::Result<Share> {
-    let mut readers = Vec::new();
+    // One reader for all of the worker's partitions, as a job's worker reads them.
+    let mut reader = TopicsReader::new(kafka, &format!("consume-w{worker}"));
+    let mut sources = std::collections::HashMap::new();
     for (s, partitions) in assignment(worker, workers, counts).into_iter().enumerate() {
         let topic = &plan.sources[s].topic;
-        readers.push((s, TopicReader::open(kafka, topic, partitions, worker)?));
+        reader.add(topic, partitions)?;
+        sources.insert(topic.clone(), (s, decode::Decoder::new()));
     }
     let mut share = Share::default();
-    let mut decoders: Vec<decode::Decoder> = plan
-        .sources
-        .iter()
-        .map(|_| decode::Decoder::new())
-        .collect();
-    loop {
-        let mut open = false;
-        let mut read = 0;
-        for (s, reader) in readers.iter_mut() {
-            if reader.caught_up() {
-                continue;
-            }
-            open = true;
-            let source = &plan.sources[*s];
-            let decoder = &mut decoders[*s];
-            read += reader.poll(4096, Duration::ZERO, |_, key, value, _| {
-                share.bytes += (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)) as u64;
-                match decoder.decode(source, key, value) {
-                    Ok(change) => {
-                        std::hint::black_box(change);
-                    }
-                    Err(_) => share.errors += 1,
+    while !reader.all_caught_up() {
+        let read = reader.poll(4096, Duration::ZERO, |origin, key, value, _| {
+            share.bytes += (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)) as u64;
+            let (s, decoder) = sources.get_mut(&origin.topic).expect("a source per topic");
+            match decoder.decode(&plan.sources[*s], key, value) {
+                Ok(change) => {
+                    std::hint::black_box(change);
                 }
-                share.records += 1;
-                Ok(())
-            })?;
-        }
-        if !open {
-            return Ok(share);
-        }
+                Err(_) => share.errors += 1,
+            }
+            share.records += 1;
+            Ok(())
+        })?;
         if read == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    Ok(share)
 }

@@ -1,8 +1,8 @@
 //! `denorm explain --dot`: the plan as a Graphviz graph, drawn the way the dataflow is built —
-//! each source topic upserted by its primary key, the shared arrangements of parent rows by
-//! their join columns, and per product the nesting tree bottom-up (each child's items nested per
-//! join key, joined to the parent's arrangement, built into the parent's item), ending in the
-//! output topic. Render with `denorm explain --dot FILE | dot -Tsvg > plan.svg`.
+//! each source topic upserted by its primary key, the shared indexes of rows by link columns,
+//! and per product the nesting tree (each relation's rows found under their parent rows, from
+//! the source's rows by primary key or through an index, and assembled into the parent's
+//! item), ending in the output topic. Render with `denorm explain --dot FILE | dot -Tsvg > plan.svg`.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -68,21 +68,12 @@ pub fn dot(plan: &Plan) -> String {
     }
     out.push_str("  }\n");
 
-    // Arrangements of parent rows by join columns, shared by every relation that joins on them.
-    let mut arrangements: BTreeSet<(SourceId, Vec<usize>)> = BTreeSet::new();
-    for product in &plan.products {
-        for node in product.root.walk() {
-            for child in &node.children {
-                if let Some(link) = &child.link {
-                    arrangements.insert((node.source, link.parent_columns.clone()));
-                }
-            }
-        }
-    }
-    for (source, columns) in &arrangements {
+    // Indexes of rows by link columns, shared by every relation that links on them.
+    let indexes: BTreeSet<(SourceId, Vec<usize>)> = super::indexes(plan).into_keys().collect();
+    for (source, columns) in &indexes {
         let id = arrangement_id(*source, columns);
         let label = format!(
-            "arrangement\n{} by ({})",
+            "index\n{} by ({})",
             plan.sources[*source].name,
             column_list(plan, *source, columns)
         );
@@ -102,6 +93,7 @@ pub fn dot(plan: &Plan) -> String {
         let mut counter = 0;
         let root = node(
             plan,
+            &indexes,
             p,
             &product.root,
             None,
@@ -128,8 +120,10 @@ pub fn dot(plan: &Plan) -> String {
 
 /// Writes the nodes and edges of one tree node (and its subtree); returns the id of its build
 /// node, whose output is the node's items.
+#[allow(clippy::too_many_arguments)]
 fn node(
     plan: &Plan,
+    indexes: &BTreeSet<(SourceId, Vec<usize>)>,
     product: usize,
     node_plan: &Node,
     parent: Option<SourceId>,
@@ -168,9 +162,9 @@ fn node(
     };
     let build = format!("{id}_build");
     let verb = if node_plan.children.is_empty() {
-        "items"
+        "rows"
     } else {
-        "build (reduce by primary key)"
+        "rows, assembled with their children,"
     };
     let _ = writeln!(
         out,
@@ -191,6 +185,7 @@ fn node(
         };
         let child_build = self::node(
             plan,
+            indexes,
             product,
             child,
             Some(node_plan.source),
@@ -214,22 +209,25 @@ fn node(
             out,
             "    {nest} [shape=ellipse, label={}];\n    {child_build} -> {nest};",
             quote(&format!(
-                "nest {} per ({})\ninto {shape}{order}",
-                plan.sources[child.source].name,
-                column_list(plan, child.source, &link.child_columns)
+                "{} under each parent row\ninto {shape}{order}",
+                plan.sources[child.source].name
             ))
         );
         let _ = writeln!(
             out,
             "    {join} [shape=diamond, label={}];\n    {nest} -> {join};\n    {} -> {join};\n    {join} -> {build};",
             quote(&format!(
-                "join\n{}({}) = {}({})",
+                "find\n{}({}) = {}({})",
                 source.name,
                 column_list(plan, node_plan.source, &link.parent_columns),
                 plan.sources[child.source].name,
                 column_list(plan, child.source, &link.child_columns)
             )),
-            arrangement_id(node_plan.source, &link.parent_columns)
+            if indexes.contains(&(child.source, link.child_columns.clone())) {
+                arrangement_id(child.source, &link.child_columns)
+            } else {
+                format!("source_{}", child.source)
+            }
         );
     }
     build

@@ -1,14 +1,14 @@
-//! `denorm explain`: the plan as text — sources, the arrangements the dataflow builds (and which
-//! relations share them), the nested relations rendered once (and which products and parents
-//! nest each), the nesting tree and the outputs; [`dot`] draws the plan as a graph.
+//! `denorm explain`: the plan as text — sources, the indexes the dataflow builds (and which
+//! relations share them), the nesting tree and the outputs; [`dot`] draws the plan as a graph.
 
 pub mod dot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use crate::dataflow::tree::{Finder, Tree};
 use crate::plan::spec::Cardinality;
-use crate::plan::{Node, NodeOutput, OutField, Plan, RelationId};
+use crate::plan::{Node, NodeOutput, OutField, Plan};
 
 fn columns(plan: &Plan, source: usize, cols: &[usize]) -> String {
     let s = &plan.sources[source];
@@ -18,36 +18,20 @@ fn columns(plan: &Plan, source: usize, cols: &[usize]) -> String {
         .join(", ")
 }
 
-/// The arrangements of parent rows by link columns, with the relations that use each.
-pub fn arrangements(plan: &Plan) -> BTreeMap<(usize, Vec<usize>), Vec<String>> {
-    let mut out: BTreeMap<(usize, Vec<usize>), Vec<String>> = BTreeMap::new();
+/// The indexes the dataflow builds (a source by link columns that are not its primary key:
+/// link columns → primary keys), with the places that use each: to find a relation's rows
+/// under their parents, or to follow a changed row up to its parents.
+pub fn indexes(plan: &Plan) -> BTreeMap<(usize, Vec<usize>), BTreeSet<String>> {
+    let mut out: BTreeMap<(usize, Vec<usize>), BTreeSet<String>> = BTreeMap::new();
     for product in &plan.products {
-        for node in product.root.walk() {
-            for child in &node.children {
-                if let Some(link) = &child.link {
-                    out.entry((node.source, link.parent_columns.clone()))
+        let tree = Tree::of(plan, product);
+        for node in &tree.nodes {
+            for finder in node.find.iter().chain(&node.find_parents) {
+                if let Finder::ByIndex(index) = finder {
+                    out.entry((index.source, index.columns.clone()))
                         .or_default()
-                        .push(format!("{}:{}", product.name, child.path));
+                        .insert(format!("{}:{}", product.name, node.node.path));
                 }
-            }
-        }
-    }
-    out
-}
-
-/// The distinct nested relations (each rendered once), with the places that nest each
-/// (`product:path`), in the order of their first use.
-pub fn relations(plan: &Plan) -> Vec<(RelationId, Vec<String>)> {
-    let mut out: Vec<(RelationId, Vec<String>)> = Vec::new();
-    for product in &plan.products {
-        for node in product.root.walk() {
-            let Some(id) = RelationId::of(node) else {
-                continue;
-            };
-            let place = format!("{}:{}", product.name, node.path);
-            match out.iter_mut().find(|(r, _)| *r == id) {
-                Some((_, users)) => users.push(place),
-                None => out.push((id, vec![place])),
             }
         }
     }
@@ -73,32 +57,15 @@ pub fn explain(plan: &Plan) -> String {
     }
     let _ = writeln!(
         out,
-        "arrangements of parent rows by join columns (shared when equal):"
+        "indexes of rows by link columns (link columns → primary keys; shared when equal):"
     );
-    for ((source, cols), users) in arrangements(plan) {
+    for ((source, cols), users) in indexes(plan) {
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
         let _ = writeln!(
             out,
             "  {}({}) used by {}",
             plan.sources[source].name,
             columns(plan, source, &cols),
-            users.join(", ")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "nested relations, each rendered once (shared when the subtrees are equal):"
-    );
-    for (id, users) in relations(plan) {
-        let shared = if users.len() > 1 {
-            format!("shared by {}", users.len())
-        } else {
-            "own".to_string()
-        };
-        let _ = writeln!(
-            out,
-            "  {}({}) [{shared}] nested as {}",
-            plan.sources[id.source].name,
-            columns(plan, id.source, &id.key),
             users.join(", ")
         );
     }

@@ -59,6 +59,30 @@ pub(super) struct Layout {
     cumulative: Vec<usize>,
 }
 
+/// The order in which sources are generated: a source once the sources it references are
+/// built; on a cycle, the first not built yet.
+fn build_order(sources: &[SourceInfo], edges: &[Edge]) -> Vec<SourceId> {
+    let mut order = Vec::new();
+    let mut built = vec![false; sources.len()];
+    while order.len() < sources.len() {
+        let ready = (0..sources.len()).find(|&s| {
+            !built[s]
+                && sources[s]
+                    .refs
+                    .iter()
+                    .all(|&e| built[edges[e].to] || edges[e].to == s)
+        });
+        let next = ready.unwrap_or_else(|| {
+            (0..sources.len())
+                .find(|&s| !built[s])
+                .expect("an unbuilt source remains")
+        });
+        built[next] = true;
+        order.push(next);
+    }
+    order
+}
+
 impl Layout {
     pub fn new(plan: &Plan, scale: usize) -> Layout {
         let mut sources: Vec<SourceInfo> = plan
@@ -160,25 +184,7 @@ impl Layout {
             s.rows = (scale as f64 * factor[i].unwrap_or(1.0)).round() as usize;
         }
 
-        // Build order: a source once the sources it references are built; on a cycle, the first.
-        let mut order = Vec::new();
-        let mut built = vec![false; sources.len()];
-        while order.len() < sources.len() {
-            let ready = (0..sources.len()).find(|&s| {
-                !built[s]
-                    && sources[s]
-                        .refs
-                        .iter()
-                        .all(|&e| built[edges[e].to] || edges[e].to == s)
-            });
-            let next = ready.unwrap_or_else(|| {
-                (0..sources.len())
-                    .find(|&s| !built[s])
-                    .expect("an unbuilt source remains")
-            });
-            built[next] = true;
-            order.push(next);
-        }
+        let order = build_order(&sources, &edges);
 
         let mut cumulative = Vec::with_capacity(sources.len());
         let mut total = 0;
