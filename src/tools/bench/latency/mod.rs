@@ -114,6 +114,10 @@ pub struct LatencyReport {
     pub output_hop: Option<Percentiles>,
     /// Input records that could not be decoded (skipped).
     pub undecodable: u64,
+    /// With the tail: output records of the stretch the tail never received (a later offset of
+    /// their partition reached it, this one did not), timed by the arrival of the next record of
+    /// their partition the tail did see: the broker had a later record then.
+    pub tail_missed: u64,
     /// Seconds the analysis took after the stretch.
     pub analysis_seconds: f64,
 }
@@ -213,6 +217,8 @@ pub fn run(
 
     // The outputs: before the window (the documents as the topic held them), and in it.
     let mut hops = Vec::new();
+    // Built at the first output record the tail missed: (partition, offset) → arrival.
+    let mut seen: Option<std::collections::BTreeMap<(i32, i64), i64>> = None;
     read_records(
         kafka,
         &[product.output_topic.as_str()],
@@ -224,13 +230,25 @@ pub fn run(
                     if offset < start {
                         None
                     } else if offset < end {
-                        let (arrived, stamped) = r.times.get(&(partition, offset)).copied().ok_or_else(|| {
-                            anyhow::anyhow!("the tail did not see partition {partition} offset {offset} of the output")
-                        })?;
-                        if let Some(stamped) = stamped {
-                            hops.push(arrived - stamped);
+                        match r.times.get(&(partition, offset)).copied() {
+                            Some((arrived, stamped)) => {
+                                if let Some(stamped) = stamped {
+                                    hops.push(arrived - stamped);
+                                }
+                                Some(arrived)
+                            }
+                            None => {
+                                report.tail_missed += 1;
+                                let seen = seen.get_or_insert_with(|| r.arrivals_by_offset());
+                                let next = seen
+                                    .range((partition, offset)..(partition, i64::MAX))
+                                    .next();
+                                let arrived = next.map(|(_, &t)| t).ok_or_else(|| {
+                                    anyhow::anyhow!("the tail did not see partition {partition} offset {offset} of the output, nor any later one")
+                                })?;
+                                Some(arrived)
+                            }
                         }
-                        Some(arrived)
                     } else {
                         return Ok(());
                     }
@@ -266,6 +284,12 @@ pub fn run(
     if let Some(r) = &receipts {
         report.output_timestamp_types = r.timestamp_types.clone();
         report.output_hop = Some(hop_percentiles(&mut hops));
+        if report.tail_missed > 0 {
+            tracing::warn!(
+                records = report.tail_missed,
+                "the tail did not receive some output records of the stretch (later offsets of their partitions it did): timed by the next record it saw"
+            );
+        }
     }
     timeline.settle();
     summarize(&timeline, &mut report);

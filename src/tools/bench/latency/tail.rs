@@ -38,6 +38,13 @@ pub struct Receipts {
     pub stop_ms: i64,
 }
 
+impl Receipts {
+    /// Arrival times by (partition, offset), in order.
+    pub fn arrivals_by_offset(&self) -> BTreeMap<(i32, i64), i64> {
+        self.times.iter().map(|(&k, &(t, _))| (k, t)).collect()
+    }
+}
+
 /// Tails `topic`: reads it to its end, creates `ready`, notes arrivals until `stop` exists, then
 /// reads on to the end.
 pub fn follow(
