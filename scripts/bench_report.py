@@ -304,6 +304,29 @@ def section(results):
                    f"{fo.get('changes', 0):,}, {ms(fo.get('p50_ms'))} / {ms(fo.get('p99_ms'))} / {ms(fo.get('max_ms'))} | — |"
                    if sm else "— | — | — |")
             )
+    # The latency tool: its analysis runs after the stretch's job has stopped (the tail alone
+    # runs beside the job); output records the tail never received are counted.
+    tool_notes, missed_notes = [], []
+    for r in results:
+        for c in steps(r, "changes"):
+            tool = c.get("latency_tool")
+            if tool and c.get("analysis_seconds") is not None:
+                tool_notes.append(
+                    f"{r['size']} {mix(c)} {c['target_rate']}: {tool['wall_seconds']:.0f} s wall, "
+                    f"{tool['cpu_seconds']:.0f} s CPU, of which the analysis after the job stopped "
+                    f"{c['analysis_seconds']:.0f} s wall"
+                )
+            if c.get("tail_missed"):
+                missed_notes.append(
+                    f"- {r['size']} {mix(c)} {c['target_rate']}: {c['tail_missed']:,} output records the tail never "
+                    "received (it received later offsets of their partition); timed by the next record of their "
+                    "partition it did receive."
+                )
+    if missed_notes:
+        out += [""] + missed_notes
+    if tool_notes:
+        out += ["", "The latency tool (`bench latency --follow`: it only tails the output while the job serves the "
+                "stretch, and works out the latencies once the job has stopped): " + "; ".join(tool_notes) + "."]
     checks = [(r, v) for r in results for v in steps(r, "verify")]
     if checks or any(p.get("compare_with_denorm") for r in results for p in steps(r, "postgres")):
         out += ["", "### Output checked", ""]
