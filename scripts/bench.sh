@@ -14,28 +14,35 @@
 #   1. `denorm gen` writes the snapshot (2 partitions per topic); its speed is recorded.
 #   2. Hydration: `denorm run --exit-when-caught-up` with -w 1, -w 2 and two processes of one
 #      worker (-n 2 -w 1), each into a fresh output topic; wall time, the job's own caught-up
-#      time, CPU and peak RSS (/usr/bin/time).
+#      time, CPU and peak RSS (/usr/bin/time). Each layout's output is checked with
+#      `denorm bench verify` (denorm-verify's independent replay), at smoke, S and M.
 #   3. Baselines: `denorm bench consume` (read + decode the topics only: the Kafka ceiling) and
 #      `denorm bench memory` (the same dataflow fed with rows decoded up front: the in-memory
 #      limit), with 1 and 2 workers.
-#   4. Changes: a job with -w 2 hydrates, then consecutive stretches of one generated change stream
-#      (BENCH_CHANGES records each) are produced at each rate of BENCH_RATES (records/s, `max` =
-#      flat out); once the job has read each and written its documents (`denorm_workers_behind`
-#      is 0), `denorm bench latency` reads the topics back (method: BENCHMARKS.md).
+#   4. Changes: one stretch per rate of BENCH_RATES (records/s, `max` = flat out), then one at
+#      BENCH_UNIFORM_RATE on the uniform edit mix (`gen --edit-mix uniform`), each on topics of
+#      its own: the snapshot, a job (-w 2) that hydrates it, then the first BENCH_CHANGES records
+#      of the change stream at the rate, while `denorm bench latency --follow` tails the output
+#      topic and `denorm bench hop` measures the broker's own produce → consume hop beside it.
+#      Once the job has read the stretch and written its documents (`denorm_workers_behind` 0),
+#      it stops and the latency of every change is worked out (method: BENCHMARKS.md); the
+#      output is verified (smoke, S, M).
 #   5. PostgreSQL requery: a private PostgreSQL cluster in a temporary folder, the same data
 #      (`denorm bench export`), scripts/bench_pg.py (load, one query for every profile, then
 #      BENCH_PG_CHANGES changes applied one by one, each re-querying the profiles it touches).
+#      Its documents of the snapshot are compared with the -w 1 hydration's by content.
 #
 # Environment: BENCH_STEPS (the steps to run, default "hydration baselines changes postgres"; gen
 # always runs; at M and L the change runs write a great many documents, as a fan-out update
 # rewrites every profile that starred a popular repo: about 10× more per update at each size),
 # DENORM_BROKERS (default 127.0.0.1:19092; started with scripts/broker.sh when it is
-# that and down), BENCH_CHANGES (S 100000, M 50000, L 20000), BENCH_RATES ("1000 5000 10000
-# max"), BENCH_STRETCH_LIMIT (seconds a change stretch may take to be read and its documents
-# written, 1800; a stretch that takes longer is recorded as not kept up with and the later rates
-# are skipped), BENCH_PG_CHANGES
-# (S 20000, M 5000, L 1000), BENCH_PG_PORT (55432), BENCH_PG_BIN (folder of initdb/pg_ctl;
-# default from PATH).
+# that and down), BENCH_CHANGES (records per stretch: S 100000, M 50000, L 20000), BENCH_RATES
+# ("1000 5000 10000 max"), BENCH_UNIFORM_RATE (1000; `none` leaves the uniform stretch out),
+# BENCH_STRETCH_LIMIT (seconds a change stretch may take to be read and its documents written,
+# 1800; a stretch that takes longer is recorded as timed out, measured as far as it got and
+# judged "not measured", and the faster rates after it are skipped), BENCH_VERIFY (1: verify
+# every output; default 1, 0 at L), BENCH_PG_CHANGES (S 20000, M 5000, L 1000), BENCH_PG_PORT
+# (55432), BENCH_PG_BIN (folder of initdb/pg_ctl; default from PATH).
 # Needs python3 (matplotlib and psycopg go into the cached virtual environment of
 # scripts/python.sh), jq, curl, PostgreSQL.
 set -euo pipefail
@@ -122,6 +129,7 @@ gen_kafka=(-X compression.type=lz4)
 now_ms() { date +%s%3N; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
+layout_name() { case "$1" in w1) echo "-w 1";; w2) echo "-w 2";; n2w1) echo "-n 2 -w 1";; esac; }
 
 # Runs PostgreSQL's tools as the postgres user when root (initdb refuses root).
 as_pg() {
@@ -219,62 +227,119 @@ workers_behind() {
   curl -sf "http://127.0.0.1:$1/metrics" | awk '/^denorm_workers_behind/ {s += $NF} END {printf "%d", s}'
 }
 
-# Change runs: one job (-w 2) hydrates, then a stretch of the change stream per rate.
-changes() {
-  local file="$tmp/changes.toml" out="$prefix.out_changes" port
-  sed -e "s/\"$prefix\.user_profile\"/\"$out\"/" "$tmp/base.toml" > "$file"
-  topics+=("$out")
+# `denorm verify` of one product file (its output topic against its input topics) as a step.
+verify_step() {
+  local what=$1 file=$2 out
+  log "verify: $what (load $(loadavg))"
+  out=$("$bin" --log warn bench verify "$file" --brokers "$brokers") || die "bench verify ($what) failed"
+  record -n --arg what "$what" --argjson r "$out" '{step: "verify", what: $what} + ($r | del(.report))'
+  if [ "$(jq -r .ok <<< "$out")" != true ]; then
+    jq -r .report <<< "$out" >&2
+    [ "$size" != smoke ] || die "smoke: $what does not verify"
+    log "verify: $what does NOT match (recorded)"
+  fi
+}
+
+# One change stretch, on topics of its own (tansu's memory storage slows as batches pile up in
+# a partition, so every stretch starts from fresh topics): the snapshot is written, a job (-w 2)
+# hydrates it, then the first $changes_per_rate records of the change stream (mix $2) are produced
+# at rate $1 while `bench latency --follow` tails the output topic and `bench hop` probes the
+# broker's own produce → consume hop on a fresh topic beside it. Once every record is read and
+# every document written and delivered (or after BENCH_STRETCH_LIMIT s), the job stops and the
+# latency of every change is worked out. Returns 1 when the stretch timed out.
+stretch() {
+  local rate=$1 mix=$2
+  stretches=$((stretches + 1))
+  local tag="st$stretches" sp="${prefix}s$stretches"
+  local file="$tmp/$tag.toml" port
+  sed "s/\"github\./\"$sp./" dataflows/github_user_profile.toml > "$file"
+  local own=()
+  for t in users stars repos pull_requests payment_info; do own+=("$sp.public.$t"); done
+  own+=("$sp.user_profile" "$sp.hop")
+  topics+=("${own[@]}")
+  log "changes: $changes_per_rate records at $rate/s, $mix mix: snapshot into fresh topics $sp.* (load $(loadavg))"
+  "$bin" --log warn gen "$file" --brokers "$brokers" "${gen_kafka[@]}" --scale "$scale" --changes 0 --seed 1 --partitions 2 >/dev/null \
+    || die "gen (stretch $tag) failed"
   port=$(free_port)
-  log "changes: starting a job (-w 2)"
-  /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_changes" "$bin" --log-json --log info run "$file" --brokers "$brokers" \
-    -w 2 --watch-interval 0 --metrics-addr "127.0.0.1:$port" > "$tmp/out_changes" 2> "$tmp/log_changes" &
+  /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_$tag" "$bin" --log-json --log info run "$file" --brokers "$brokers" \
+    -w 2 --watch-interval 0 --metrics-addr "127.0.0.1:$port" > "$tmp/out_$tag" 2> "$tmp/log_$tag" &
   local timer=$!
   pids+=("$timer")
-  wait_for_log "$tmp/log_changes" "job caught up" "$timer"
+  wait_for_log "$tmp/log_$tag" "job caught up" "$timer"
   local engine
   engine=$(pgrep -P "$timer" | head -n 1)
   [ -n "$engine" ] || die "cannot find the job's process"
-  local rates=($rates_list) skip=0 total=$snapshot_records stretch_limit=${BENCH_STRETCH_LIMIT:-1800}
-  local events=$(( ${#rates[@]} * changes_per_rate ))
-  for rate in "${rates[@]}"; do
-    local rate_args=()
-    [ "$rate" = max ] || rate_args=(--rate "$rate")
-    log "changes: $changes_per_rate records at $rate/s (load $(loadavg))"
-    local since gen_out sent
-    since=$(now_ms)
-    gen_out=$("$bin" --log warn gen "$file" --brokers "$brokers" "${gen_kafka[@]}" --scale "$scale" --seed 1 --changes "$events" \
-      --only-changes --skip-records "$skip" --max-records "$changes_per_rate" "${rate_args[@]}") || die "gen at $rate/s failed"
-    sent=$(sed -n 's/^generated \([0-9]*\) records.*/\1/p' <<< "$gen_out")
-    [ -n "$sent" ] && [ "$sent" -gt 0 ] || die "gen wrote no records: $gen_out"
-    skip=$((skip + sent))
-    total=$((total + sent))
-    local start=$SECONDS behind=""
-    # Read, and written: the job reads on while its documents are delivered, gathering what it
-    # reads in one time, so having read a stretch does not mean its output is written.
-    until [ "$(records_read "$port")" -ge "$total" ] && [ "$(workers_behind "$port")" -eq 0 ]; do
-      kill -0 "$engine" 2>/dev/null || { tail -n 20 "$tmp/log_changes" >&2; die "the job exited"; }
-      if [ $((SECONDS - start)) -ge "$stretch_limit" ]; then behind=1; break; fi
-      sleep 0.2
-    done
-    if [ -n "$behind" ]; then
-      # Recorded, not fatal: the rates after this one would only queue behind it.
-      log "changes: the job did not read and write the $rate/s stretch within ${stretch_limit}s; later rates skipped"
-      record -n --arg rate "$rate" --argjson sent "$sent" --argjson limit "$stretch_limit" \
-        --argjson read "$(records_read "$port")" --argjson total "$total" \
-        '{step: "changes", target_rate: $rate, records: $sent, timed_out_seconds: $limit, read: $read, expected_read: $total}'
-      break
-    fi
-    sleep 1 # margin for the clocks of the timestamps
-    local until_ms result
-    until_ms=$(now_ms)
-    result=$("$bin" --log warn bench latency "$file" --brokers "$brokers" --since-ms "$since" --until-ms "$until_ms") \
-      || die "bench latency failed"
-    record -n --arg rate "$rate" --argjson sent "$sent" --argjson r "$result" --argjson load "$(loadavg)" \
-      '{step: "changes", target_rate: $rate, records: $sent} + $r + {load_after: $load}'
+  local ready="$tmp/$tag.ready" stop="$tmp/$tag.stop"
+  rm -f "$ready" "$stop"
+  "$bin" --log warn bench hop --topic "$sp.hop" --brokers "$brokers" --stop-file "$stop" --seconds 86400 \
+    > "$tmp/$tag.hop.json" 2> "$tmp/$tag.hop.log" &
+  local hop=$!
+  pids+=("$hop")
+  /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_$tag.latency" \
+    "$bin" --log warn bench latency "$file" --brokers "$brokers" --follow --ready-file "$ready" --stop-file "$stop" \
+    --samples "$tmp/$tag.samples.csv" > "$tmp/$tag.latency.json" 2> "$tmp/$tag.latency.log" &
+  local tail=$!
+  pids+=("$tail")
+  until [ -f "$ready" ]; do
+    kill -0 "$tail" 2>/dev/null || { cat "$tmp/$tag.latency.log" >&2; die "bench latency exited before it was ready"; }
+    sleep 0.1
   done
+  local mix_args=() rate_args=()
+  [ "$mix" = popular ] || mix_args=(--edit-mix "$mix")
+  [ "$rate" = max ] || rate_args=(--rate "$rate")
+  local gen_out sent
+  gen_out=$("$bin" --log warn gen "$file" --brokers "$brokers" "${gen_kafka[@]}" --scale "$scale" --seed 1 \
+    --changes "$changes_per_rate" --only-changes --max-records "$changes_per_rate" "${mix_args[@]}" "${rate_args[@]}") \
+    || die "gen at $rate/s failed"
+  sent=$(sed -n 's/^generated \([0-9]*\) records.*/\1/p' <<< "$gen_out")
+  [ -n "$sent" ] && [ "$sent" -gt 0 ] || die "gen wrote no records: $gen_out"
+  local total=$((snapshot_records + sent)) start=$SECONDS timed_out=""
+  # Read, and written: the job reads on while its documents are delivered, gathering what it
+  # reads in one time, so having read a stretch does not mean its output is written.
+  until [ "$(records_read "$port")" -ge "$total" ] && [ "$(workers_behind "$port")" -eq 0 ]; do
+    kill -0 "$engine" 2>/dev/null || { tail -n 20 "$tmp/log_$tag" >&2; die "the job exited"; }
+    if [ $((SECONDS - start)) -ge "$stretch_limit" ]; then timed_out=1; break; fi
+    sleep 0.2
+  done
+  local read_then
+  read_then=$(records_read "$port")
+  sleep 1 # the tail's last fetches
   kill -TERM "$engine"
   wait "$timer" || die "the change job failed on stop"
-  record -n --argjson t "$(time_json "$tmp/time_changes")" '{step: "changes_job"} + $t'
+  touch "$stop"
+  wait "$hop" || { cat "$tmp/$tag.hop.log" >&2; die "bench hop failed"; }
+  wait "$tail" || { cat "$tmp/$tag.latency.log" >&2; die "bench latency failed"; }
+  local verdict='{}'
+  if [ -n "$timed_out" ]; then
+    log "changes: the job did not read and write the $rate/s stretch within ${stretch_limit}s"
+    verdict=$(jq -n --argjson limit "$stretch_limit" --argjson read "$((read_then - snapshot_records))" \
+      '{timed_out_seconds: $limit, read: $read}')
+  fi
+  record -n --arg rate "$rate" --arg mix "$mix" --argjson sent "$sent" \
+    --argjson r "$(cat "$tmp/$tag.latency.json")" --argjson hop "$(cat "$tmp/$tag.hop.json")" \
+    --argjson job "$(time_json "$tmp/time_$tag")" --argjson tool "$(time_json "$tmp/time_$tag.latency")" \
+    --argjson verdict "$verdict" --argjson load "$(loadavg)" \
+    '{step: "changes", target_rate: $rate, mix: $mix, records: $sent} + $r + $verdict
+      + {hop: $hop, job: $job, latency_tool: $tool, load_after: $load}'
+  if [ "$verify_outputs" = 1 ]; then verify_step "changes at $rate/s ($mix mix)" "$file"; fi
+  "$bin" --log error bench drop-topics --brokers "$brokers" "${own[@]}" >/dev/null 2>&1 || true
+  [ -z "$timed_out" ]
+}
+
+# Change stretches: one per rate of the popularity-skewed mix (after a stretch that timed out, the
+# faster ones are skipped and recorded so), then one of the uniform mix.
+changes() {
+  local rates=($rates_list) skipped=""
+  stretch_limit=${BENCH_STRETCH_LIMIT:-1800}
+  for rate in "${rates[@]}"; do
+    if [ -n "$skipped" ]; then
+      record -n --arg rate "$rate" --argjson n "$changes_per_rate" --arg after "$skipped" \
+        '{step: "changes", target_rate: $rate, mix: "popular", records: $n, skipped_after: $after}'
+      continue
+    fi
+    stretch "$rate" popular || skipped=$rate
+  done
+  if [ "$uniform_rate" != none ]; then stretch "$uniform_rate" uniform || true; fi
 }
 
 # PostgreSQL requery baseline on a private cluster.
@@ -299,12 +364,25 @@ postgres_baseline() {
     -o "-p $port -k $sock -c listen_addresses='' -c synchronous_commit=off -c shared_buffers=512MB" start > /dev/null \
     || { cat "$sock/postgres.log" >&2; die "PostgreSQL did not start"; }
   local out
-  out=$(py scripts/bench_pg.py --dir "$tmp/pg" --host "$sock" --port "$port" --changes "$pg_changes") \
-    || die "scripts/bench_pg.py failed"
+  out=$(py scripts/bench_pg.py --dir "$tmp/pg" --host "$sock" --port "$port" --changes "$pg_changes" \
+    --documents "$tmp/pg/documents.jsonl") || die "scripts/bench_pg.py failed"
   as_pg pg_ctl -D "$pgdata" -m fast stop > /dev/null
   pgdata=""
+  # PostgreSQL's documents of the snapshot against denorm's (the -w 1 hydration's output topic,
+  # which holds the documents of the same snapshot), by content.
+  local compare=null
+  if [ -f "$tmp/h_w1.toml" ]; then
+    compare=$("$bin" --log warn bench compare-documents "$tmp/h_w1.toml" --documents "$tmp/pg/documents.jsonl" \
+      --brokers "$brokers") || die "bench compare-documents failed"
+    if [ "$(jq -r .ok <<< "$compare")" != true ]; then
+      jq . <<< "$compare" >&2
+      [ "$size" != smoke ] || die "smoke: PostgreSQL's documents differ from denorm's"
+      log "postgres: the documents differ from denorm's (recorded)"
+    fi
+  fi
   record -n --argjson r "$out" --argjson load "$(loadavg)" --arg version "$("$PG_BIN/postgres" --version)" \
-    '{step: "postgres", version: $version} + $r + {load_after: $load}'
+    --argjson compare "$compare" \
+    '{step: "postgres", version: $version} + $r + {compare_with_denorm: $compare, load_after: $load}'
 }
 
 machine_json() {
@@ -329,6 +407,10 @@ run_size() {
     L) scale=1000000; changes_per_rate=${BENCH_CHANGES:-20000}; pg_changes=${BENCH_PG_CHANGES:-1000} ;;
   esac
   [ "$size" = smoke ] || rates_list=${BENCH_RATES:-"1000 5000 10000 max"}
+  uniform_rate=${BENCH_UNIFORM_RATE:-1000}
+  # Every output verified at smoke, S and M; at L on request (each takes minutes there).
+  case "$size" in L) verify_outputs=${BENCH_VERIFY:-0} ;; *) verify_outputs=${BENCH_VERIFY:-1} ;; esac
+  stretches=0
   tmp=$(mktemp -d)
   prefix="bench$size$$"
   local started=$SECONDS
@@ -344,21 +426,16 @@ run_size() {
 
   local steps=" ${BENCH_STEPS:-hydration baselines changes postgres} "
   if [[ $steps == *" hydration "* ]]; then
-    hydrate w1
-    hydrate w2
-    hydrate n2w1
+    for layout in w1 w2 n2w1; do
+      hydrate "$layout"
+      if [ "$verify_outputs" = 1 ]; then verify_step "hydration $(layout_name "$layout")" "$tmp/h_$layout.toml"; fi
+    done
   fi
   if [[ $steps == *" baselines "* ]]; then
     bench_step consume consume "$tmp/base.toml" --brokers "$brokers" -w 1
     bench_step consume consume "$tmp/base.toml" --brokers "$brokers" -w 2
     bench_step memory memory "$tmp/base.toml" --scale "$scale" -w 1
     bench_step memory memory "$tmp/base.toml" --scale "$scale" -w 2
-  fi
-  if [ "$size" = smoke ]; then
-    log "smoke: verify the -w 1 output"
-    sed -e "s/\"$prefix\.user_profile\"/\"$prefix.out_w1\"/" "$tmp/base.toml" > "$tmp/verify.toml"
-    "$bin" --log warn verify "$tmp/verify.toml" --brokers "$brokers" > "$tmp/verify.txt" \
-      || { cat "$tmp/verify.txt" >&2; die "the -w 1 output does not verify"; }
   fi
   if [[ $steps == *" changes "* ]]; then changes; fi
   if [[ $steps == *" postgres "* ]]; then postgres_baseline; fi
@@ -373,16 +450,20 @@ run_size() {
       harness_seconds: $seconds, machine: $machine, steps: .}' "$tmp/steps.jsonl" > "$result"
 
   if [ "$size" = smoke ]; then
-    # Sanity: every layout and the baselines built one document per user; every change run
-    # traced changes and was measured to the end of its output (most traced updates seen);
-    # PostgreSQL built the same number of documents.
+    # Sanity: every layout and the baselines built one document per user, and every output
+    # verifies; every change stretch was measured to the end of its output, with small and
+    # fan-out changes, every change seen, and the broker's hop beside it; PostgreSQL built the
+    # same documents.
     jq -e --argjson users "$scale" '
-      ([.steps[] | select(.step == "hydration") | .documents_written == $users] | all and length == 3)
+      ([.steps[] | select(.step == "changes")] | length) as $stretches
+      | ([.steps[] | select(.step == "hydration") | .documents_written == $users] | all and length == 3)
+      and ([.steps[] | select(.step == "verify") | .ok] | all and length == 3 + $stretches)
       and ([.steps[] | select(.step == "memory") | .documents == $users] | all)
       and ([.steps[] | select(.step == "consume") | .decode_errors == 0] | all)
-      and ([.steps[] | select(.step == "changes") | .traced > 0 and .never_seen <= .traced and .window_input_records == .records] | all)
-      and ([.steps[] | select(.step == "postgres") | .documents == $users and .changes > 0] | all)' "$result" > /dev/null \
-      || { jq . "$result" >&2; die "smoke: implausible results"; }
+      and ([.steps[] | select(.step == "changes") | .window_input_records == .records and (.timed_out_seconds == null)
+            and .small.changes > 0 and .fan_out.changes > 0 and .never_seen == 0 and .hop.received > 0] | all and length == 3)
+      and ([.steps[] | select(.step == "postgres") | .documents == $users and .changes > 0 and .compare_with_denorm.ok] | all)' \
+      "$result" > /dev/null || { jq . "$result" >&2; die "smoke: implausible results"; }
     py scripts/bench_report.py --plots "$tmp/plots" --markdown "$tmp/section.md" "$result"
     for p in hydration memory latency; do [ -s "$tmp/plots/$p.png" ] || die "smoke: no $p.png"; done
     cat "$tmp/section.md"

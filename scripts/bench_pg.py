@@ -9,11 +9,13 @@ PostgreSQL server (scripts/bench.sh starts a private one):
 1. creates the tables with their primary keys, loads the CSVs with COPY, creates the indexes the
    profile query needs, ANALYZE;
 2. builds every profile with one query (correlated json_agg subqueries, one document per user,
-   the same fields and order as the product file) and reads all of them: the hydration time;
+   written as denorm writes it: the same fields, order and value formats) and reads all of them:
+   the hydration time (with --documents, also written to a file, to compare with denorm's);
 3. applies the first --changes changes one by one, each in its own transaction: read the old row,
    upsert or delete, find the profiles the old and the new row belong to, re-query them; the
    latency of a change is the time from its start to its profiles being read. One connection,
-   back to back (flat out).
+   back to back (flat out). Changes re-querying at most 10 profiles are small, the others
+   fan-out; both are reported apart.
 
 Prints one JSON object.
 """
@@ -41,27 +43,47 @@ TYPES = {
     "json": "jsonb",
 }
 
-# The profile of dataflows/github_user_profile.toml: fields in declared order, lists in
-# order_by order (ties broken by the whole item, as the engine does).
+# The profile of dataflows/github_user_profile.toml, written as denorm writes it (README,
+# "Product files" and "Input"): fields in declared order; lists in order_by order, ties broken by
+# the whole item in output order, ascending with nulls first, strings by their bytes (COLLATE
+# "C"); timestamps as RFC 3339 UTC strings (denorm_ts). So its documents can be compared with
+# denorm's by content (`denorm bench compare-documents`).
 PROFILE = """
 SELECT u.email, json_build_object(
   'email', u.email,
   'username', u.username,
   'starred_repos', COALESCE((
       SELECT json_agg(json_build_object('repo', r.name, 'description', r.description)
-                      ORDER BY r.name, r.description)
+                      ORDER BY r.name COLLATE "C" NULLS FIRST, r.description COLLATE "C" NULLS FIRST)
       FROM stars s JOIN repos r ON r.owner = s.repo_owner AND r.name = s.repo_name
       WHERE s.username = u.username), '[]'::json),
   'pull_requests', COALESCE((
       SELECT json_agg(json_build_object('repo', p.repo, 'index', p."index", 'title', p.title,
-                                        'created_at', p.created_at, 'status', p.status)
-                      ORDER BY p.created_at, p.repo, p."index", p.title, p.status)
+                                        'created_at', denorm_ts(p.created_at), 'status', p.status)
+                      ORDER BY p.created_at NULLS FIRST, p.repo COLLATE "C" NULLS FIRST,
+                               p."index" NULLS FIRST, p.title COLLATE "C" NULLS FIRST,
+                               p.status COLLATE "C" NULLS FIRST)
       FROM pull_requests p WHERE p.author = u.username), '[]'::json),
   'payment_verified', (SELECT pi.verified FROM payment_info pi WHERE pi.id = u.id
-                       ORDER BY pi.verified LIMIT 1)
+                       ORDER BY pi.verified NULLS FIRST LIMIT 1)
 )::text
 FROM users u
 """
+
+# A timestamp as denorm writes it: 2022-08-15T08:53:57Z, with .123 when the fraction is whole
+# milliseconds and .123456 otherwise.
+DENORM_TS = """
+CREATE OR REPLACE FUNCTION denorm_ts(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+  SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') ||
+    CASE WHEN extract(microseconds FROM t)::bigint % 1000000 = 0 THEN ''
+         WHEN extract(microseconds FROM t)::bigint % 1000 = 0 THEN '.' || to_char(t AT TIME ZONE 'UTC', 'MS')
+         ELSE '.' || to_char(t AT TIME ZONE 'UTC', 'US') END || 'Z'
+$$
+"""
+
+# Changes whose re-query reads more profiles than this are fan-out changes (as denorm's report
+# splits at 10 documents).
+SMALL_CHANGE_PROFILES = 10
 
 INDEXES = [
     "CREATE INDEX ON users (username)",
@@ -131,6 +153,7 @@ def main():
     parser.add_argument("--user", default="postgres")
     parser.add_argument("--dbname", default="postgres")
     parser.add_argument("--changes", type=int, default=20000, help="changes to apply (at most)")
+    parser.add_argument("--documents", help="write every profile of the snapshot here, as JSON lines {key, document}")
     args = parser.parse_args()
     folder = Path(args.dir)
     schema = json.loads((folder / "schema.json").read_text())
@@ -144,6 +167,7 @@ def main():
         conn.autocommit = True
         cur = conn.cursor()
         cur.execute("SET TimeZone = 'UTC'")
+        cur.execute(DENORM_TS)
         for t in tables.values():
             cur.execute(f"DROP TABLE IF EXISTS {ident(t.name)}")
             cur.execute(t.create)
@@ -170,13 +194,20 @@ def main():
         started = time.perf_counter()
         documents = 0
         doc_bytes = 0
+        # The documents are written out as they are read (a buffered file: part of the timed
+        # query, as reading them is).
+        dump = open(args.documents, "w") if args.documents else None
         with conn.transaction():
             with conn.cursor(name="profiles") as named:
                 named.itersize = 10000
                 named.execute(PROFILE)
-                for _, doc in named:
+                for email, doc in named:
                     documents += 1
                     doc_bytes += len(doc)
+                    if dump:
+                        dump.write('{"key":' + json.dumps({"email": email}) + ',"document":' + doc + "}\n")
+        if dump:
+            dump.close()
         seconds = time.perf_counter() - started
         result.update(
             documents=documents,
@@ -187,6 +218,7 @@ def main():
 
         # Changes, one transaction each, flat out.
         latencies = []
+        small, fan_out = [], []
         requeried = 0
         by_emails = PROFILE + " WHERE u.email = ANY(%s)"
         started = time.perf_counter()
@@ -221,12 +253,28 @@ def main():
                         else:
                             cur.execute(query, values)
                             emails.update(e for (e,) in cur.fetchall())
+                    profiles = 0
                     if emails:
                         cur.execute(by_emails, [sorted(emails)])
-                        requeried += len(cur.fetchall())
-                latencies.append((time.perf_counter() - begin) * 1000.0)
+                        profiles = len(cur.fetchall())
+                        requeried += profiles
+                latency = (time.perf_counter() - begin) * 1000.0
+                latencies.append(latency)
+                if profiles > SMALL_CHANGE_PROFILES:
+                    fan_out.append(latency)
+                elif profiles > 0:
+                    small.append(latency)
         seconds = time.perf_counter() - started
         latencies.sort()
+        for name, group in (("small", small), ("fan_out", fan_out)):
+            group.sort()
+            result[name] = dict(
+                changes=len(group),
+                p50_ms=quantile(group, 0.5),
+                p90_ms=quantile(group, 0.9),
+                p99_ms=quantile(group, 0.99),
+                max_ms=group[-1] if group else None,
+            )
         result.update(
             changes=len(latencies),
             changes_seconds=seconds,

@@ -2,6 +2,7 @@
 //! object (see [`denorm::tools::bench`]).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
@@ -9,7 +10,7 @@ use denorm::kafka::admin::drop_topics;
 use denorm::kafka::client::KafkaOptions;
 use denorm::plan;
 use denorm::runtime::epoch::EpochLimits;
-use denorm::tools::bench::{consume, export, latency, memory};
+use denorm::tools::bench::{compare, consume, export, hop, latency, memory};
 use denorm::tools::gen::GenOptions;
 
 /// The `denorm bench` subcommands.
@@ -50,22 +51,71 @@ pub enum BenchCommand {
         #[arg(short = 'w', long, default_value_t = 1)]
         workers: usize,
     },
-    /// Change-to-output latency and throughput of the records produced since `--since-ms`,
-    /// from the Kafka timestamps of the input and output topics.
+    /// Change-to-output latency of every change of a stretch (see BENCHMARKS.md): each input
+    /// record of the window is replayed to find the documents it must change, and timed until
+    /// the last of them shows up in the output topic.
+    ///
+    /// With --follow, it tails the output topic while the stretch runs (create --ready-file once
+    /// it has read what was there before; the stretch is over when --stop-file exists) and times
+    /// each output record by its arrival; the window is from ready to stop. Without, it times
+    /// output records by their Kafka timestamps, in the window --since-ms .. --until-ms.
     Latency {
+        /// The product file (one product).
         file: PathBuf,
         #[arg(long, env = "DENORM_BROKERS", default_value = "127.0.0.1:19092")]
         brokers: String,
-        /// Start of the change window (milliseconds since the epoch): input records with a
-        /// timestamp from then on are the changes measured.
+        /// Tail the output topic while the stretch runs (needs --ready-file and --stop-file).
+        #[arg(long, requires_all = ["ready_file", "stop_file"], conflicts_with = "since_ms")]
+        follow: bool,
+        /// Created (with the time, ms) once the tail has read the output topic's records from
+        /// before the stretch.
         #[arg(long)]
-        since_ms: i64,
-        /// End of the change window (exclusive; default: none).
+        ready_file: Option<PathBuf>,
+        /// The stretch is over once this file exists.
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
+        /// Start of the change window (milliseconds since the epoch), without --follow.
+        #[arg(long, required_unless_present = "follow")]
+        since_ms: Option<i64>,
+        /// End of the change window (exclusive; default: none), without --follow.
         #[arg(long)]
         until_ms: Option<i64>,
-        /// Also write every traced update as a CSV line `update_ms,latency_ms` to this file.
+        /// Also write every change as a CSV line `input_ms,kind,documents,latency_ms` (empty:
+        /// never seen) to this file.
         #[arg(long)]
         samples: Option<PathBuf>,
+    },
+    /// The broker's own produce → consume hop: one record every --interval-ms on a fresh topic
+    /// (deleted after), until --stop-file exists or --seconds pass.
+    Hop {
+        /// The probe's topic (created; must not exist).
+        #[arg(long)]
+        topic: String,
+        #[arg(long, env = "DENORM_BROKERS", default_value = "127.0.0.1:19092")]
+        brokers: String,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// `denorm verify` as one JSON object: the counts of each product's comparison.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, env = "DENORM_BROKERS", default_value = "127.0.0.1:19092")]
+        brokers: String,
+    },
+    /// Compares documents from another system (JSON lines `{"key": …, "document": …}`) with the
+    /// product's output topic, by content.
+    CompareDocuments {
+        /// The product file whose output topic to read.
+        file: PathBuf,
+        #[arg(long)]
+        documents: PathBuf,
+        #[arg(long, env = "DENORM_BROKERS", default_value = "127.0.0.1:19092")]
+        brokers: String,
     },
     /// Delete topics (the benchmark's own, when it is done with them).
     DropTopics {
@@ -128,25 +178,95 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Latency {
             file,
             brokers,
+            follow,
+            ready_file,
+            stop_file,
             since_ms,
             until_ms,
             samples,
         } => {
-            let plan = plan::load(&file)?;
             let kafka = KafkaOptions::new(&brokers).with_environment();
-            let until = until_ms.unwrap_or(i64::MAX);
-            let mut traced = Vec::new();
-            let want = samples.is_some().then_some(&mut traced);
-            let report = latency::run(&kafka, &plan, since_ms..until, want)?;
+            let timing = match (follow, &ready_file, &stop_file) {
+                (true, Some(ready), Some(stop)) => latency::Timing::Tail { ready, stop },
+                _ => latency::Timing::RecordTimestamp {
+                    window: since_ms.unwrap_or(0)..until_ms.unwrap_or(i64::MAX),
+                },
+            };
+            let mut changes = Vec::new();
+            let want = samples.is_some().then_some(&mut changes);
+            let report = latency::run(&kafka, &file, timing, want)?;
             if let Some(path) = samples {
-                let text: String = traced
+                let text: String = changes
                     .iter()
-                    .map(|(at, ms)| format!("{at},{ms}\n"))
+                    .map(|(at, kind, docs, ms)| {
+                        let ms = ms.map(|m| m.to_string()).unwrap_or_default();
+                        format!("{at},{kind},{docs},{ms}\n")
+                    })
                     .collect();
-                std::fs::write(&path, format!("update_ms,latency_ms\n{text}"))
+                std::fs::write(&path, format!("input_ms,kind,documents,latency_ms\n{text}"))
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             serde_json::to_value(report)?
+        }
+        BenchCommand::Hop {
+            topic,
+            brokers,
+            interval_ms,
+            stop_file,
+            seconds,
+        } => {
+            let kafka = KafkaOptions::new(&brokers).with_environment();
+            let report = hop::run(
+                &kafka,
+                &topic,
+                Duration::from_millis(interval_ms.max(1)),
+                stop_file.as_deref(),
+                Duration::from_secs_f64(seconds),
+            )?;
+            serde_json::to_value(report)?
+        }
+        BenchCommand::Verify { files, brokers } => {
+            let settings = denorm_verify::Settings::new(&brokers);
+            let started = std::time::Instant::now();
+            let run = denorm_verify::verify_files(&files, &settings)?;
+            let products: Vec<serde_json::Value> = run
+                .comparisons
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "product": c.product,
+                        "ok": c.ok(),
+                        "expected": c.expected,
+                        "found": c.found,
+                        "matching": c.matching,
+                        "missing": c.missing.len(),
+                        "unexpected": c.unexpected.len(),
+                        "different": c.different.len(),
+                        "bad_records": c.bad_records.len(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "ok": run.ok(0),
+                "replayed": run.replayed,
+                "undecodable": run.undecodable.len(),
+                "products": products,
+                "report": run.report(0),
+                "seconds": started.elapsed().as_secs_f64(),
+            })
+        }
+        BenchCommand::CompareDocuments {
+            file,
+            documents,
+            brokers,
+        } => {
+            let product = denorm_verify::read_product(&file)?;
+            let settings = denorm_verify::Settings::new(&brokers);
+            let report = compare::run(&settings, &product.output_topic, &documents)?;
+            let ok = report.ok();
+            let mut json = serde_json::to_value(report)?;
+            json["ok"] = ok.into();
+            json
         }
         BenchCommand::DropTopics { topics, brokers } => {
             let kafka = KafkaOptions::new(&brokers).with_environment();

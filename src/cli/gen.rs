@@ -40,6 +40,17 @@ pub struct GenArgs {
     /// Write at most this many records.
     #[arg(long)]
     max_records: Option<u64>,
+    /// How changes pick the rows they edit: `popular` (fan-out updates edit many-to-many
+    /// targets such as repositories by popularity, so the rows with the most children are edited
+    /// most) or `uniform` (every such row as often as any other). The snapshot is the same.
+    #[arg(long, value_enum, default_value_t = EditMixArg::Popular)]
+    edit_mix: EditMixArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EditMixArg {
+    Popular,
+    Uniform,
 }
 
 /// Stops the generator once `--max-records` are written.
@@ -94,11 +105,12 @@ pub fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
             r.value.as_deref(),
         )
     };
-    let generated = if args.only_changes {
-        denorm::tools::gen::generate_changes(&plan, &options, send)
-    } else {
-        denorm::tools::gen::generate(&plan, &options, send)
+    let mix = match args.edit_mix {
+        EditMixArg::Popular => denorm::tools::gen::EditMix::Popular,
+        EditMixArg::Uniform => denorm::tools::gen::EditMix::Uniform,
     };
+    let generated =
+        denorm::tools::gen::generate_with(&plan, &options, mix, !args.only_changes, send);
     match generated {
         Err(e) if !e.is::<Enough>() => return Err(e),
         _ => {}

@@ -83,8 +83,15 @@ pub struct MemoryReport {
     pub rss_before_bytes: Option<u64>,
     /// Peak resident memory of the process.
     pub peak_rss_bytes: Option<u64>,
-    /// (peak − before) / rows: what the dataflow state costs per input row.
-    pub dataflow_bytes_per_row: Option<f64>,
+    /// Peak RSS / input rows: everything the process held at its peak, per input row — the
+    /// decoded rows (fed into the dataflow, which keeps them in its upsert state), the
+    /// dataflow's state (arrangements, the sinks), times in flight, the allocator's slack and the
+    /// runtime. Comparable with a job's peak RSS per row, which holds the same plus Kafka's
+    /// buffers.
+    pub peak_rss_bytes_per_row: Option<f64>,
+    /// (peak − before) / rows: what memory grew by while hydrating, per row. Not the state: the
+    /// rows the state holds were already counted in `rss_before_bytes`.
+    pub growth_bytes_per_row: Option<f64>,
 }
 
 /// What one worker did.
@@ -175,7 +182,8 @@ pub fn run(
         ),
         rss_before_bytes: rss_before,
         peak_rss_bytes: peak,
-        dataflow_bytes_per_row: match (peak, rss_before) {
+        peak_rss_bytes_per_row: peak.filter(|_| rows > 0).map(|p| p as f64 / rows as f64),
+        growth_bytes_per_row: match (peak, rss_before) {
             (Some(p), Some(b)) if rows > 0 => Some(p.saturating_sub(b) as f64 / rows as f64),
             _ => None,
         },

@@ -4,15 +4,20 @@
 //! - [`memory`]: the in-memory limit, the product's dataflow fed with generated rows decoded up
 //!   front (no Kafka, no JSON while timed), documents rendered into a counting writer.
 //! - [`consume`]: the Kafka ceiling, reading and decoding the source topics and nothing else.
-//! - [`latency`]: after a change run, reads the input and output topics back and measures
-//!   change-to-output latency and throughput from the records' Kafka timestamps.
+//! - [`latency`]: tails the output topic during a change stretch, then replays the inputs to
+//!   find the documents each change must change, and times each change until the last of them
+//!   shows up in the output.
+//! - [`hop`]: the broker's own produce → consume hop, on a fresh topic.
+//! - [`compare`]: another system's documents against an output topic, by content.
 //! - [`export`]: the generated data as CSV tables and a change list, for the PostgreSQL
 //!   requery baseline (`scripts/bench_pg.py`).
 //!
 //! [`pace`] paces a producer to a fixed rate (`denorm gen --rate`).
 
+pub mod compare;
 pub mod consume;
 pub mod export;
+pub mod hop;
 pub mod latency;
 pub mod memory;
 pub mod pace;

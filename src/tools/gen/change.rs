@@ -79,7 +79,8 @@ impl Gen<'_> {
                 };
                 if !targets.is_empty() {
                     let s = targets[self.world.rng.gen_range(0..targets.len())];
-                    if let Some(slot) = self.world.pick_live(s, true) {
+                    let popular = self.mix == EditMix::Popular;
+                    if let Some(slot) = self.world.pick_live(s, popular) {
                         self.update(s, slot);
                         return Kind::FanOut;
                     }

@@ -36,8 +36,8 @@
 //! descendants; primary-key changes (d and tombstone of the old key, c of the new), whose
 //! children follow the new key as `ON UPDATE CASCADE` would; moves of a child to another parent
 //! (u, or a key change when the link columns are key columns); updates of a popular many-to-many
-//! target, Zipf-drawn (fan-out); deletes of a parent before its descendants and of the
-//! descendants before their parent; and exact duplicates (an insert or update whose records are
+//! target, Zipf-drawn (fan-out; drawn uniformly instead with [`EditMix::Uniform`]); deletes of a
+//! parent before its descendants and of the descendants before their parent; and exact duplicates (an insert or update whose records are
 //! emitted twice). Once, two thirds of the way, the last `max(1, changes / 100)` change records
 //! are replayed verbatim, as after a consumer rewind; the generator's own state follows the
 //! replay, so later changes build on what a consumer sees. Inserts and deletes pick the source
@@ -94,6 +94,19 @@ impl Default for GenOptions {
             seed: 0,
         }
     }
+}
+
+/// How the changes pick the rows they edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EditMix {
+    /// Fan-out updates edit many-to-many targets by popularity (Zipf over creation order, as
+    /// their links were drawn), so the rows with the most children are edited most often.
+    #[default]
+    Popular,
+    /// Fan-out updates edit many-to-many targets uniformly: a popular row is edited no more
+    /// often than any other. Everything else is as in [`EditMix::Popular`] (the snapshot is the
+    /// same; the changes differ from the first fan-out update on).
+    Uniform,
 }
 
 /// One Kafka record to produce to `plan.sources[source].topic`; `value: None` is a tombstone.
@@ -162,7 +175,14 @@ pub fn generate(
     opts: &GenOptions,
     mut emit: impl FnMut(Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<GenSummary> {
-    run(plan, opts, false, true, &mut |record, _| emit(record))
+    run(
+        plan,
+        opts,
+        EditMix::Popular,
+        false,
+        true,
+        &mut |record, _| emit(record),
+    )
 }
 
 /// [`generate`] without the snapshot records: the snapshot is built (so the changes are the
@@ -171,9 +191,23 @@ pub fn generate(
 pub fn generate_changes(
     plan: &Plan,
     opts: &GenOptions,
+    emit: impl FnMut(Record) -> anyhow::Result<()>,
+) -> anyhow::Result<GenSummary> {
+    generate_with(plan, opts, EditMix::Popular, false, emit)
+}
+
+/// [`generate`] (`snapshot` true) or [`generate_changes`] (false) with the rows to edit picked
+/// by `mix`.
+pub fn generate_with(
+    plan: &Plan,
+    opts: &GenOptions,
+    mix: EditMix,
+    snapshot: bool,
     mut emit: impl FnMut(Record) -> anyhow::Result<()>,
 ) -> anyhow::Result<GenSummary> {
-    run(plan, opts, false, false, &mut |record, _| emit(record))
+    run(plan, opts, mix, false, snapshot, &mut |record, _| {
+        emit(record)
+    })
 }
 
 /// [`generate`], also passing what each record means to its source (as the decoder should read it).
@@ -183,19 +217,26 @@ pub(crate) fn generate_traced(
     opts: &GenOptions,
     mut emit: impl FnMut(Record, &Change) -> anyhow::Result<()>,
 ) -> anyhow::Result<GenSummary> {
-    run(plan, opts, true, true, &mut |record, change| {
-        emit(record, change.expect("traced records carry their change"))
-    })
+    run(
+        plan,
+        opts,
+        EditMix::Popular,
+        true,
+        true,
+        &mut |record, change| emit(record, change.expect("traced records carry their change")),
+    )
 }
 
 fn run(
     plan: &Plan,
     opts: &GenOptions,
+    mix: EditMix,
     trace: bool,
     emit_snapshot: bool,
     emit: Emit,
 ) -> anyhow::Result<GenSummary> {
     let mut g = Gen::new(plan, opts, trace);
+    g.mix = mix;
     if emit_snapshot {
         g.snapshot(emit)?;
     } else {
@@ -268,6 +309,8 @@ struct Gen<'p> {
     opts: GenOptions,
     /// Whether every record's [`Change`] is wanted (else only the replayed ones are made).
     trace: bool,
+    /// How fan-out updates pick their row.
+    mix: EditMix,
 }
 
 impl<'p> Gen<'p> {
@@ -307,6 +350,7 @@ impl<'p> Gen<'p> {
             },
             opts: opts.clone(),
             trace,
+            mix: EditMix::Popular,
         }
     }
 

@@ -576,6 +576,64 @@ fn changes_alone_are_the_records_after_the_snapshot() {
 }
 
 #[test]
+fn the_uniform_edit_mix_spreads_fan_out_updates_over_the_targets() {
+    let plan = github();
+    let repos = source_id(&plan, "repos");
+    let opts = GenOptions {
+        scale: 1000,
+        changes: 6000,
+        seed: 5,
+    };
+    // Per mix: the snapshot, and how often each repository is updated afterwards.
+    let edits = |mix| {
+        let mut snapshot = Vec::new();
+        generate_with(
+            &plan,
+            &GenOptions {
+                changes: 0,
+                ..opts.clone()
+            },
+            mix,
+            true,
+            |r| {
+                snapshot.push(r);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let mut updates: HashMap<String, usize> = HashMap::new();
+        let summary = generate_with(&plan, &opts, mix, false, |r| {
+            if r.source == repos && op_of(&r).as_deref() == Some("u") {
+                *updates.entry(r.key.unwrap()).or_default() += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(summary.kinds.fan_out_updates > 200, "{mix:?}: {summary:?}");
+        let mut counts: Vec<usize> = updates.into_values().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        (snapshot, counts)
+    };
+    let (popular_snapshot, popular) = edits(EditMix::Popular);
+    let (uniform_snapshot, uniform) = edits(EditMix::Uniform);
+    assert_eq!(
+        popular_snapshot, uniform_snapshot,
+        "the mix changes only the changes"
+    );
+    // Zipf: the most popular repository takes up to ln 2 / ln 1001 = 10% of the fan-out updates
+    // (24 of about 360 here); drawn uniformly, none takes more than a few.
+    assert!(popular[0] >= 15, "{:?}", &popular[..5]);
+    assert!(uniform[0] <= 8, "{:?}", &uniform[..5]);
+    // (Plain updates edit repositories uniformly in both mixes.)
+    assert!(
+        uniform.len() > popular.len(),
+        "{} {}",
+        uniform.len(),
+        popular.len()
+    );
+}
+
+#[test]
 #[ignore]
 fn speed() {
     let plan = github();
