@@ -29,7 +29,7 @@ fn root_fields(i: usize) -> &'static str {
         r#"["owner", "name", "star_count", "fork_count"]"#,
         r#"["owner", "name", "description", "updated_at"]"#,
     ];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         PROFILE[(i / 2) % 5]
     } else {
         CARD[(i / 2) % 5]
@@ -40,7 +40,7 @@ fn root_fields(i: usize) -> &'static str {
 /// `v<i>_<base>`, writing to `<prefix>.v<i>.<base>`, with the root fields of [`root_fields`].
 /// Returns its name.
 fn variant(folder: &Path, prefix: &str, i: usize) -> String {
-    let (file, base) = if i % 2 == 0 {
+    let (file, base) = if i.is_multiple_of(2) {
         ("github_user_profile.toml", "user_profile")
     } else {
         ("github_repo_card.toml", "repo_card")
