@@ -1,7 +1,7 @@
 //! `denorm bench`: the measurement subcommands of `scripts/bench.sh`, each printing one JSON
 //! object (see [`denorm::tools::bench`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -185,28 +185,13 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             until_ms,
             samples,
         } => {
-            let kafka = KafkaOptions::new(&brokers).with_environment();
             let timing = match (follow, &ready_file, &stop_file) {
                 (true, Some(ready), Some(stop)) => latency::Timing::Tail { ready, stop },
                 _ => latency::Timing::RecordTimestamp {
                     window: since_ms.unwrap_or(0)..until_ms.unwrap_or(i64::MAX),
                 },
             };
-            let mut changes = Vec::new();
-            let want = samples.is_some().then_some(&mut changes);
-            let report = latency::run(&kafka, &file, timing, want)?;
-            if let Some(path) = samples {
-                let text: String = changes
-                    .iter()
-                    .map(|(at, kind, docs, ms)| {
-                        let ms = ms.map(|m| m.to_string()).unwrap_or_default();
-                        format!("{at},{kind},{docs},{ms}\n")
-                    })
-                    .collect();
-                std::fs::write(&path, format!("input_ms,kind,documents,latency_ms\n{text}"))
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            serde_json::to_value(report)?
+            latency_json(&file, &brokers, timing, samples.as_deref())?
         }
         BenchCommand::Hop {
             topic,
@@ -225,36 +210,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             )?;
             serde_json::to_value(report)?
         }
-        BenchCommand::Verify { files, brokers } => {
-            let settings = denorm_verify::Settings::new(&brokers);
-            let started = std::time::Instant::now();
-            let run = denorm_verify::verify_files(&files, &settings)?;
-            let products: Vec<serde_json::Value> = run
-                .comparisons
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "product": c.product,
-                        "ok": c.ok(),
-                        "expected": c.expected,
-                        "found": c.found,
-                        "matching": c.matching,
-                        "missing": c.missing.len(),
-                        "unexpected": c.unexpected.len(),
-                        "different": c.different.len(),
-                        "bad_records": c.bad_records.len(),
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "ok": run.ok(0),
-                "replayed": run.replayed,
-                "undecodable": run.undecodable.len(),
-                "products": products,
-                "report": run.report(0),
-                "seconds": started.elapsed().as_secs_f64(),
-            })
-        }
+        BenchCommand::Verify { files, brokers } => verify_json(&files, &brokers)?,
         BenchCommand::CompareDocuments {
             file,
             documents,
@@ -291,4 +247,61 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     };
     println!("{json}");
     Ok(())
+}
+
+/// `bench latency`: the stretch's report; the measured changes to `samples` (CSV) if given.
+fn latency_json(
+    file: &Path,
+    brokers: &str,
+    timing: latency::Timing,
+    samples: Option<&Path>,
+) -> anyhow::Result<serde_json::Value> {
+    let kafka = KafkaOptions::new(brokers).with_environment();
+    let mut changes = Vec::new();
+    let want = samples.is_some().then_some(&mut changes);
+    let report = latency::run(&kafka, file, timing, want)?;
+    if let Some(path) = samples {
+        let text: String = changes
+            .iter()
+            .map(|(at, kind, docs, ms)| {
+                let ms = ms.map(|m| m.to_string()).unwrap_or_default();
+                format!("{at},{kind},{docs},{ms}\n")
+            })
+            .collect();
+        std::fs::write(path, format!("input_ms,kind,documents,latency_ms\n{text}"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(serde_json::to_value(report)?)
+}
+
+/// `bench verify`: denorm-verify's verdict on the products in `files`, as JSON.
+fn verify_json(files: &[PathBuf], brokers: &str) -> anyhow::Result<serde_json::Value> {
+    let settings = denorm_verify::Settings::new(brokers);
+    let started = std::time::Instant::now();
+    let run = denorm_verify::verify_files(files, &settings)?;
+    let products: Vec<serde_json::Value> = run
+        .comparisons
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "product": c.product,
+                "ok": c.ok(),
+                "expected": c.expected,
+                "found": c.found,
+                "matching": c.matching,
+                "missing": c.missing.len(),
+                "unexpected": c.unexpected.len(),
+                "different": c.different.len(),
+                "bad_records": c.bad_records.len(),
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "ok": run.ok(0),
+        "replayed": run.replayed,
+        "undecodable": run.undecodable.len(),
+        "products": products,
+        "report": run.report(0),
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
 }

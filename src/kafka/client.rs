@@ -95,9 +95,10 @@ pub fn log_client_error(error: KafkaError, reason: &str) {
 /// like, about connections it retries by itself) become warnings, its critical lines errors,
 /// and each line is logged once per 10 s: lines of one facility that differ only in their
 /// numbers (ports, counts, milliseconds) count as the same. Debug lines (`-X debug=…`) all
-/// pass, at debug level.
+/// pass, at debug level, as do the notices that a setting is for the other kind of client
+/// ([`for_other_client`]).
 pub fn log_client_line(level: RDKafkaLogLevel, facility: &str, line: &str) {
-    if matches!(level, RDKafkaLogLevel::Debug) {
+    if matches!(level, RDKafkaLogLevel::Debug) || for_other_client(facility, line) {
         tracing::debug!(target: "librdkafka", facility, "{line}");
         return;
     }
@@ -120,6 +121,16 @@ pub fn log_client_line(level: RDKafkaLogLevel, facility: &str, line: &str) {
             tracing::info!(target: "librdkafka", facility, times, "{line}")
         }
     }
+}
+
+/// Whether a line is librdkafka's notice that a setting is a producer's and ignored by a
+/// consumer, or the other way round: `-X` settings go to every client of denorm (its consumers
+/// and its producers), so a `-X compression.type=lz4` for the output would otherwise warn at
+/// every consumer's start.
+fn for_other_client(facility: &str, line: &str) -> bool {
+    facility == "CONFWARN"
+        && (line.contains("is a producer property and will be ignored by this consumer")
+            || line.contains("is a consumer property and will be ignored by this producer"))
 }
 
 impl ConsumerContext for QuietContext {}
@@ -435,5 +446,22 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("SASL_SSL"));
         assert!(KafkaOptions::parse_properties(&["nokey".into()]).is_err());
+    }
+
+    #[test]
+    fn notices_of_settings_for_the_other_client_are_told_apart() {
+        // librdkafka 2.x's words, as a consumer given -X compression.type=lz4 logs them.
+        let line = "[thrd:app]: Configuration property compression.codec is a producer property \
+                    and will be ignored by this consumer instance";
+        assert!(for_other_client("CONFWARN", line));
+        let other = "[thrd:app]: Configuration property fetch.wait.max.ms is a consumer \
+                     property and will be ignored by this producer instance";
+        assert!(for_other_client("CONFWARN", other));
+        // Other configuration warnings stay warnings.
+        let deprecated =
+            "[thrd:app]: Configuration property queue.buffering.backpressure.threshold \
+                          is deprecated";
+        assert!(!for_other_client("CONFWARN", deprecated));
+        assert!(!for_other_client("FAIL", line));
     }
 }

@@ -117,34 +117,7 @@ impl Json {
 
     /// Compact JSON text: numbers as written, strings escaped by [`write_string`].
     pub fn write(&self, out: &mut String) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Number(n) => out.push_str(n),
-            Json::String(s) => write_string(s, out),
-            Json::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    item.write(out);
-                }
-                out.push(']');
-            }
-            Json::Object(fields) => {
-                out.push('{');
-                for (i, (name, value)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_string(name, out);
-                    out.push(':');
-                    value.write(out);
-                }
-                out.push('}');
-            }
-        }
+        self.write_numbers(out, false);
     }
 
     /// The form two values that mean the same JSON share: compact, numbers by their exact
@@ -152,23 +125,27 @@ impl Json {
     /// matched by it.
     pub fn canonical(&self) -> String {
         let mut out = String::new();
-        self.write_canonical(&mut out);
+        self.write_numbers(&mut out, true);
         out
     }
 
-    fn write_canonical(&self, out: &mut String) {
+    /// Compact JSON text, numbers as written or (`canonical`) by their exact decimal value.
+    fn write_numbers(&self, out: &mut String, canonical: bool) {
         match self {
-            Json::Number(n) => match Dec::parse(n) {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Number(n) => match canonical.then(|| Dec::parse(n)).flatten() {
                 Some(d) => out.push_str(&d.to_plain()),
                 None => out.push_str(n),
             },
+            Json::String(s) => write_string(s, out),
             Json::Array(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    item.write_canonical(out);
+                    item.write_numbers(out, canonical);
                 }
                 out.push(']');
             }
@@ -180,11 +157,10 @@ impl Json {
                     }
                     write_string(name, out);
                     out.push(':');
-                    value.write_canonical(out);
+                    value.write_numbers(out, canonical);
                 }
                 out.push('}');
             }
-            other => other.write(out),
         }
     }
 }

@@ -215,7 +215,44 @@ pub fn run(
         &mut report,
     )?;
 
-    // The outputs: before the window (the documents as the topic held them), and in it.
+    measure_outputs(
+        kafka,
+        &product,
+        receipts.as_ref(),
+        &window,
+        &mut timeline,
+        &mut report,
+    )?;
+    timeline.settle();
+    summarize(&timeline, &mut report);
+    if let Some(samples) = samples {
+        *samples = timeline
+            .changes
+            .iter()
+            .map(|c| {
+                let kind = serde_json::to_value(c.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (c.ts, kind, c.documents, c.latency_ms())
+            })
+            .collect();
+    }
+    report.analysis_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Reads the output topic: records before the window are the documents as the topic held them,
+/// the window's records are timed (by the tail's receipts, or their own timestamps) and put on
+/// the timeline.
+fn measure_outputs(
+    kafka: &KafkaOptions,
+    product: &Product,
+    receipts: Option<&tail::Receipts>,
+    window: &Range<i64>,
+    timeline: &mut Timeline,
+    report: &mut LatencyReport,
+) -> anyhow::Result<()> {
     let mut hops = Vec::new();
     // Built at the first output record the tail missed: (partition, offset) → arrival.
     let mut seen: Option<std::collections::BTreeMap<(i32, i64), i64>> = None;
@@ -223,7 +260,7 @@ pub fn run(
         kafka,
         &[product.output_topic.as_str()],
         |_, partition, offset, ts, key, value| {
-            let place = match &receipts {
+            let place = match receipts {
                 Some(r) => {
                     let start = r.start.get(&partition).copied().unwrap_or(0);
                     let end = r.end.get(&partition).copied().unwrap_or(0);
@@ -281,7 +318,7 @@ pub fn run(
             Ok(())
         },
     )?;
-    if let Some(r) = &receipts {
+    if let Some(r) = receipts {
         report.output_timestamp_types = r.timestamp_types.clone();
         report.output_hop = Some(hop_percentiles(&mut hops));
         if report.tail_missed > 0 {
@@ -291,23 +328,7 @@ pub fn run(
             );
         }
     }
-    timeline.settle();
-    summarize(&timeline, &mut report);
-    if let Some(samples) = samples {
-        *samples = timeline
-            .changes
-            .iter()
-            .map(|c| {
-                let kind = serde_json::to_value(c.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                (c.ts, kind, c.documents, c.latency_ms())
-            })
-            .collect();
-    }
-    report.analysis_seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
 /// Reads the source topics: records before the window build the tables, the window's records
