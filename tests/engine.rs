@@ -286,7 +286,7 @@ fn documents_follow_every_change() {
     };
     let all_read = wait_for(Duration::from_secs(60), || read() >= sent);
     stop.store(true, Ordering::SeqCst);
-    let report = job.join().unwrap().unwrap();
+    let report = join_within(job, Duration::from_secs(120)).unwrap();
     assert!(all_read, "the job read {} of {sent} records", read());
     let all = read_all(&output);
     assert_eq!(

@@ -132,7 +132,7 @@ fn a_small_change_overtakes_a_large_fan_out() {
         written(&read_all(&output))
     );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    running.join().unwrap().unwrap();
+    join_within(running, Duration::from_secs(120)).unwrap();
 
     let records = read_all(&output);
     let after = &records[hydrated..];

@@ -71,6 +71,14 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// Joins a thread of the test (an in-process job), failing the test if it has not finished
+/// within `timeout` (a job that never stops would otherwise hang the suite).
+pub fn join_within<T>(handle: std::thread::JoinHandle<T>, timeout: Duration) -> T {
+    let finished = wait_for(timeout, || handle.is_finished());
+    assert!(finished, "the thread did not finish within {timeout:?}");
+    handle.join().expect("the thread panicked")
+}
+
 /// Fetches the metrics text from `addr` (a minimal HTTP GET, bounded by a timeout).
 pub fn scrape(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
