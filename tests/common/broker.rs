@@ -15,34 +15,53 @@ pub struct OwnBroker {
 impl OwnBroker {
     pub fn start() -> OwnBroker {
         // A port outside the ephemeral range, so that no client connection takes it while the
-        // broker is down.
+        // broker is down. A port found free can be taken before tansu binds it (another suite
+        // starting its own broker): then broker.sh finds something listening there, which is not
+        // ours, and the next port is tried.
         let base = 19300 + (std::process::id() % 50) as u16 * 10;
-        let port = (base..base + 500)
-            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-            .unwrap();
-        let broker = OwnBroker {
-            port,
-            state: tempfile::tempdir().unwrap(),
-        };
-        broker.up();
-        broker
+        for port in base..base + 500 {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            let broker = OwnBroker {
+                port,
+                state: tempfile::tempdir().unwrap(),
+            };
+            if broker.try_up() {
+                return broker;
+            }
+        }
+        panic!("no port from {base} on could take a broker of the test's own");
+    }
+    /// Starts this broker; false if its port was taken by something else meanwhile.
+    fn try_up(&self) -> bool {
+        let out = self.run_script(&["start", "sqlite"]);
+        out.ok() && out.stderr.contains("tansu (sqlite) listening")
     }
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
-    fn script(&self, args: &[&str]) {
-        let out = finish(
+    fn run_script(&self, args: &[&str]) -> super::process::Finished {
+        finish(
             Command::new("bash")
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh"))
                 .args(args)
                 .env("DENORM_BROKER_PORT", self.port.to_string())
                 .env("DENORM_BROKER_STATE", self.state.path()),
             Duration::from_secs(120),
-        );
+        )
+    }
+    fn script(&self, args: &[&str]) {
+        let out = self.run_script(args);
         assert!(out.ok(), "broker.sh {args:?}: {}", out.stderr);
     }
+    /// Starts the broker again on its port (after [`OwnBroker::down`]).
     pub fn up(&self) {
-        self.script(&["start", "sqlite"]);
+        assert!(
+            self.try_up(),
+            "the broker's port {} was taken while it was down",
+            self.port
+        );
     }
     pub fn down(&self) {
         self.script(&["stop"]);
