@@ -5,14 +5,12 @@
 //!
 //! The stages, in the order data flows: [`spec`] (the file as written) → [`lower`] (checked and
 //! resolved, one file) → [`merge`] (the files of one job) → the plan's [`types`]; [`load`] reads
-//! files and folders through them; [`lint`] warns of likely mistakes; [`relation`] identifies
-//! equal relations across products.
+//! files and folders through them; [`lint`] warns of likely mistakes.
 
 pub mod lint;
 pub mod load;
 pub mod lower;
 pub mod merge;
-mod relation;
 pub mod spec;
 pub mod suggest;
 pub mod types;
@@ -20,7 +18,6 @@ pub mod types;
 pub use load::{load, load_all, load_each, parse, product_files};
 pub use lower::{lower, SpecError};
 pub use merge::{merge, Sharing};
-pub use relation::{ItemField, ItemLayout, JoinedRelation, RelationId, SharedRelation};
 pub use types::*;
 
 #[cfg(test)]
