@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use timely::container::CapacityContainerBuilder;
@@ -192,7 +193,10 @@ fn run_with_budget(
     all.swap_remove(0)
 }
 
-/// Steps a worker may take after its inputs closed before the test calls the dataflow stuck.
+/// Steps every worker must have taken after its inputs closed, without the output finished,
+/// before the test calls the dataflow stuck. Counted per worker and judged by the fewest: a
+/// worker the OS does not schedule for a while (a loaded machine) lets the others spin through
+/// many empty steps, which is no sign of a stuck dataflow; a stuck one spins on every worker.
 const STEP_LIMIT: usize = 2_000_000;
 
 /// Each worker's writes, in order.
@@ -213,6 +217,8 @@ fn run_products(
     let (snapshot, changes) = (Arc::new(snapshot), Arc::new(changes));
     let results = Arc::new(Mutex::new(Vec::new()));
     let out = results.clone();
+    let steps_by_worker: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..workers).map(|_| AtomicUsize::new(0)).collect());
     timely::execute(timely::Config::process(workers), move |worker| {
         let trees: Vec<Rc<Tree>> = (0..products)
             .map(|p| Rc::new(Tree::of(&plan, &plan.products[p])))
@@ -331,13 +337,18 @@ fn run_products(
             worker.step();
         }
         drop(inputs);
-        let mut steps = 0;
+        let mine = &steps_by_worker[worker.index()];
         while !written.done() || !sources_probe.done() {
             worker.step();
-            steps += 1;
+            mine.fetch_add(1, Ordering::Relaxed);
+            let fewest = steps_by_worker
+                .iter()
+                .map(|s| s.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(0);
             assert!(
-                steps < STEP_LIMIT,
-                "the dataflow is stuck: nothing written for {steps} steps"
+                fewest < STEP_LIMIT,
+                "the dataflow is stuck: every worker took {fewest} steps and the output is not finished"
             );
         }
         let written: Vec<_> = writers
