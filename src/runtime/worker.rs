@@ -126,16 +126,16 @@ impl<'a> JobWorker<'a> {
                 self.apply_commands(worker)?;
             }
             // Documents handed to the producer and not yet delivered.
-            let output_busy = self.producer.borrow().undelivered() > 0;
+            let undelivered = self.producer.borrow().undelivered();
             let read = if self.inputs_open {
-                self.ingest(output_busy)?
+                self.ingest(undelivered)?
             } else {
                 0
             };
             self.load_outputs()?;
             self.catch_up();
             self.note_job_caught_up();
-            self.note_behind(output_busy);
+            self.note_behind(undelivered > 0);
             if !self.inputs_open && !self.outputs.is_loading() && self.catalog.all_written() {
                 break;
             }
@@ -276,7 +276,7 @@ impl<'a> JobWorker<'a> {
 
     /// Reads what the epochs allow from the sources into the dataflow; closes the open time
     /// when it is due.
-    fn ingest(&mut self, output_busy: bool) -> anyhow::Result<usize> {
+    fn ingest(&mut self, undelivered: usize) -> anyhow::Result<usize> {
         let catalog = &self.catalog;
         let may_read = self.epochs.may_read(|t| catalog.computed_past(t));
         let mut polled = Default::default();
@@ -302,13 +302,13 @@ impl<'a> JobWorker<'a> {
         if let (Some(ts), Some(_)) = (polled.oldest_timestamp, self.caught_up_at) {
             self.observed.source_times.note(self.epochs.time(), ts);
         }
-        self.advance(may_read && polled.records == 0, output_busy);
+        self.advance(may_read && polled.records == 0, undelivered);
         self.stop_when_asked();
         Ok(polled.records)
     }
 
     /// Closes the open time when it is due and moves the inputs to the next.
-    fn advance(&mut self, idle: bool, output_busy: bool) {
+    fn advance(&mut self, idle: bool, undelivered: usize) {
         // Caught up with some sources: what was read from them must be in a closed time,
         // before the time at which the drivers are told so.
         let catching_up = self.caught_up_at.is_none() && self.sources.all_caught_up();
@@ -324,7 +324,7 @@ impl<'a> JobWorker<'a> {
         } else {
             // The next time waits for the documents not yet delivered, gathering what is read
             // meanwhile.
-            self.epochs.tick(clock, idle, output_busy);
+            self.epochs.tick(clock, idle, undelivered);
         }
         self.catalog.advance_to(self.epochs.time());
         if catching_up {

@@ -238,7 +238,7 @@ fn hydrate(
         }
         epochs.fed(fed, bytes);
         let done = events.peek().is_none();
-        times += u64::from(epochs.tick(clock(), done, false).is_some());
+        times += u64::from(epochs.tick(clock(), done, 0).is_some());
         catalog.advance_to(epochs.time());
         if done {
             break;
