@@ -57,8 +57,8 @@ pub struct Metrics {
     /// From the oldest source record of the batches a window of output came from, to the
     /// delivery of each record of that window (see the README).
     pub latency: Family<TopicLabel, Histogram, fn() -> Histogram>,
-    /// 1 once every worker has read its partitions to the end they had at start and the
-    /// output is written.
+    /// 1 once every worker has read its partitions to the end they had at start and their
+    /// documents are handed to the producer (`workers_behind` says when they are delivered).
     pub caught_up: Gauge,
     /// Workers of this process that have read records whose documents are not yet written and
     /// delivered (all of them until they caught up); 0: the output shows everything read.

@@ -422,7 +422,7 @@ impl<'a> JobWorker<'a> {
             tracing::info!(
                 seconds = after.as_secs_f64(),
                 workers = self.peers,
-                "job caught up: every worker read its partitions to the end they had at start, and the output is written"
+                "job caught up: every worker read its partitions to the end they had at start, and their documents are handed to the producer (denorm_workers_behind is 0 once they are delivered)"
             );
         }
     }
