@@ -172,14 +172,23 @@ hydrate() {
   log "hydration $layout (load $(loadavg))"
   local run=("$bin" --log-json --log info run "$file" --brokers "$brokers" --exit-when-caught-up --watch-interval 0)
   if [ "$layout" = n2w1 ]; then
-    local hosts="$tmp/hosts"
-    printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(free_port)" "$(free_port)" > "$hosts"
-    /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_${layout}_1" "${run[@]}" -w 1 -n 2 -p 1 -h "$hosts" > "$tmp/out_${layout}_1" 2> "$tmp/log_${layout}_1" &
-    local second=$!
-    pids+=("$second")
-    /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_${layout}_0" "${run[@]}" -w 1 -n 2 -p 0 -h "$hosts" > "$tmp/out_${layout}_0" 2> "$tmp/log_${layout}_0" \
-      || { tail -n 20 "$tmp/log_${layout}_0" >&2; die "hydration $layout (process 0) failed"; }
-    wait "$second" || { tail -n 20 "$tmp/log_${layout}_1" >&2; die "hydration $layout (process 1) failed"; }
+    # The processes' ports must be known before they start (the host file): two free ports,
+    # and a new pair when one was taken before the processes bound it.
+    local hosts="$tmp/hosts" attempt second ok
+    for attempt in 1 2 3 4 5; do
+      printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(free_port)" "$(free_port)" > "$hosts"
+      /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_${layout}_1" "${run[@]}" -w 1 -n 2 -p 1 -h "$hosts" > "$tmp/out_${layout}_1" 2> "$tmp/log_${layout}_1" &
+      second=$!
+      pids+=("$second")
+      ok=1
+      /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_${layout}_0" "${run[@]}" -w 1 -n 2 -p 0 -h "$hosts" > "$tmp/out_${layout}_0" 2> "$tmp/log_${layout}_0" || ok=""
+      if [ -n "$ok" ]; then wait "$second" || ok=""; else kill "$second" 2>/dev/null || true; wait "$second" 2>/dev/null || true; fi
+      [ -n "$ok" ] && break
+      grep -q "Address already in use" "$tmp/log_${layout}_0" "$tmp/log_${layout}_1" \
+        || { tail -n 20 "$tmp/log_${layout}_0" "$tmp/log_${layout}_1" >&2; die "hydration $layout failed"; }
+      log "hydration $layout: a port of the host file was taken meanwhile; again with other ports"
+    done
+    [ -n "$ok" ] || die "hydration $layout: no free pair of ports in 5 tries"
     local t0 t1
     t0=$(time_json "$tmp/time_${layout}_0")
     t1=$(time_json "$tmp/time_${layout}_1")
@@ -219,12 +228,12 @@ bench_step() {
 }
 
 records_read() {
-  curl -sf "http://127.0.0.1:$1/metrics" | awk '/^denorm_records_read_total/ {s += $NF} END {printf "%d", s}'
+  curl -sf "http://$1/metrics" | awk '/^denorm_records_read_total/ {s += $NF} END {printf "%d", s}'
 }
 
 # Workers with records read whose documents are not yet written and delivered.
 workers_behind() {
-  curl -sf "http://127.0.0.1:$1/metrics" | awk '/^denorm_workers_behind/ {s += $NF} END {printf "%d", s}'
+  curl -sf "http://$1/metrics" | awk '/^denorm_workers_behind/ {s += $NF} END {printf "%d", s}'
 }
 
 # `denorm verify` of one product file (its output topic against its input topics) as a step.
@@ -251,7 +260,7 @@ stretch() {
   local rate=$1 mix=$2
   stretches=$((stretches + 1))
   local tag="st$stretches" sp="${prefix}s$stretches"
-  local file="$tmp/$tag.toml" port
+  local file="$tmp/$tag.toml" port # the address of its metrics
   sed "s/\"github\./\"$sp./" dataflows/github_user_profile.toml > "$file"
   local own=()
   for t in users stars repos pull_requests payment_info; do own+=("$sp.public.$t"); done
@@ -260,15 +269,24 @@ stretch() {
   log "changes: $changes_per_rate records at $rate/s, $mix mix: snapshot into fresh topics $sp.* (load $(loadavg))"
   "$bin" --log warn gen "$file" --brokers "$brokers" "${gen_kafka[@]}" --scale "$scale" --changes 0 --seed 1 --partitions 2 >/dev/null \
     || die "gen (stretch $tag) failed"
-  port=$(free_port)
+  # Port 0: the job binds a free port and names the address in its log.
   /usr/bin/time -f '%e %U %S %M' -o "$tmp/time_$tag" "$bin" --log-json --log info run "$file" --brokers "$brokers" \
-    -w 2 --watch-interval 0 --metrics-addr "127.0.0.1:$port" > "$tmp/out_$tag" 2> "$tmp/log_$tag" &
+    -w 2 --watch-interval 0 --metrics-addr "127.0.0.1:0" > "$tmp/out_$tag" 2> "$tmp/log_$tag" &
   local timer=$!
   pids+=("$timer")
   wait_for_log "$tmp/log_$tag" "job caught up" "$timer"
+  port=$(log_field "$tmp/log_$tag" "serving metrics" addr)
+  [ "$port" != null ] || die "the job did not say where it serves its metrics"
   local engine
   engine=$(pgrep -P "$timer" | head -n 1)
   [ -n "$engine" ] || die "cannot find the job's process"
+  # "job caught up" means every document of the hydration was handed to the producer; the
+  # changes start once they are delivered too, so that a stretch measures changes, not the tail
+  # of the hydration's output (at L about a million documents, tens of seconds).
+  until [ "$(workers_behind "$port")" -eq 0 ]; do
+    kill -0 "$engine" 2>/dev/null || { tail -n 20 "$tmp/log_$tag" >&2; die "the job exited"; }
+    sleep 0.2
+  done
   local ready="$tmp/$tag.ready" stop="$tmp/$tag.stop"
   rm -f "$ready" "$stop"
   "$bin" --log warn bench hop --topic "$sp.hop" --brokers "$brokers" --stop-file "$stop" --seconds 86400 \
