@@ -389,17 +389,14 @@ impl Catalog {
             return;
         }
         self.time = time;
-        let compacting = time >= self.compacted + COMPACT_EVERY;
-        if compacting {
-            self.compacted = time;
-        }
         for source in self.sources.values_mut() {
             source.input.advance_to(time);
-            if compacting {
+        }
+        if time >= self.compacted + COMPACT_EVERY {
+            self.compacted = time;
+            for source in self.sources.values_mut() {
                 compact(&mut source.trace, time);
             }
-        }
-        if compacting {
             for index in self.indexes.values_mut() {
                 compact(&mut index.trace, time);
             }
