@@ -9,13 +9,16 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::FixedState;
+
 use serde::{Deserialize, Serialize};
 
+use super::item::Item;
 use super::tree::{NodeId, Tree};
 use crate::plan::spec::Cardinality;
 use crate::plan::{Node, NodeOutput, OutField};
 use crate::row::{Datum, Row};
-use crate::value::{write_json, write_scalar, Value};
+use crate::value::write_datum;
 
 /// Which document a part belongs to: the hash that routes it to the worker writing the
 /// document (the hash of its rendered key), and the id of its root row.
@@ -52,15 +55,15 @@ pub fn root_id(key: &[u8]) -> u128 {
 }
 
 /// The rendered key of a document (a JSON object of the root's primary key columns).
-pub fn render_key(key_names: &[String], key: &[Value]) -> String {
+pub fn render_key<'a>(key_names: &[String], key: impl IntoIterator<Item = Datum<'a>>) -> String {
     let mut out = String::from("{");
-    for (i, (name, value)) in key_names.iter().zip(key).enumerate() {
+    for (i, (name, datum)) in key_names.iter().zip(key).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&serde_json::to_string(name).expect("strings serialize"));
+        write_datum(Datum::Str(name), &mut out);
         out.push(':');
-        write_scalar(value, &mut out);
+        write_datum(datum, &mut out);
     }
     out.push('}');
     out
@@ -81,69 +84,85 @@ pub struct Document {
 /// A document's parts (in any order) made into the document; `None` when they hold no root
 /// row. A part whose parent is missing is left out.
 pub fn assemble(tree: &Tree, parts: &[FoundRow]) -> Option<Document> {
-    let root = parts.iter().find(|p| p.node == 0)?;
-    let mut children: HashMap<(u128, u16), Vec<&FoundRow>> = HashMap::new();
-    for part in parts.iter().filter(|p| p.node != 0) {
-        children
-            .entry((part.parent, part.node))
-            .or_default()
-            .push(part);
-    }
-    let root_datums: Vec<Datum<'_>> = root.row.as_ref().datums().collect();
-    let key: Vec<Value> = tree.nodes[0]
-        .key
-        .iter()
-        .map(|&k| root_datums.get(k).map_or(Value::Null, |d| d.to_value()))
-        .collect();
-    let item = build(tree, 0, root, &root_datums, &children)?;
-    let mut json = String::new();
-    write_json(&item, &tree.shape, &mut json);
-    Some(Document {
-        key: render_key(&tree.key_names, &key),
-        json,
-    })
+    Parts::new(parts)?.assemble(tree)
 }
 
-/// The item of `part`, a row of `node`, with the values of its relations.
-fn build(
-    tree: &Tree,
-    node: NodeId,
-    part: &FoundRow,
-    datums: &[Datum<'_>],
-    children: &HashMap<(u128, u16), Vec<&FoundRow>>,
-) -> Option<Value> {
-    let tree_node = &tree.nodes[node];
-    let slots: Vec<Option<Value>> = tree_node
-        .children
-        .iter()
-        .map(|&child| {
-            let rows = children.get(&(part.id, child as u16))?;
-            let items: Vec<Value> = rows
-                .iter()
-                .filter_map(|p| {
-                    let datums: Vec<Datum<'_>> = p.row.as_ref().datums().collect();
-                    build(tree, child, p, &datums, children)
-                })
-                .collect();
-            (!items.is_empty()).then(|| aggregate(&tree.nodes[child].node, items))
+/// Each row's children by relation, keyed by the parent row's id and the child node.
+type Children<'a> = HashMap<(u128, u16), Vec<(&'a FoundRow, Vec<Datum<'a>>)>, FixedState>;
+
+/// The parts of one document, indexed once: each row's columns decoded and its children found
+/// by its id. Products of one shape get the same parts, so each of them builds its document
+/// from one index instead of indexing the parts again.
+pub struct Parts<'a> {
+    root: &'a FoundRow,
+    root_datums: Vec<Datum<'a>>,
+    children: Children<'a>,
+}
+
+impl<'a> Parts<'a> {
+    /// The index of a document's parts (in any order); `None` when they hold no root row.
+    pub fn new(parts: &'a [FoundRow]) -> Option<Self> {
+        let root = parts.iter().find(|p| p.node == 0)?;
+        let mut children = Children::default();
+        for part in parts.iter().filter(|p| p.node != 0) {
+            children
+                .entry((part.parent, part.node))
+                .or_default()
+                .push((part, part.row.as_ref().datums().collect()));
+        }
+        Some(Parts {
+            root,
+            root_datums: root.row.as_ref().datums().collect(),
+            children,
         })
-        .collect();
-    build_item(&tree_node.node, datums, slots)
+    }
+
+    /// The document `tree` makes of these parts; `None` when its root passes through a
+    /// missing child.
+    pub fn assemble(&self, tree: &Tree) -> Option<Document> {
+        let key = tree.nodes[0]
+            .key
+            .iter()
+            .map(|&k| self.root_datums.get(k).copied().unwrap_or(Datum::Null));
+        let key = render_key(&tree.key_names, key);
+        let item = self.build(tree, 0, self.root.id, &self.root_datums)?;
+        let mut json = String::new();
+        item.write_json(&tree.shape, &mut json);
+        Some(Document { key, json })
+    }
+
+    /// The item of the row `id` of `node`, with the values of its relations.
+    fn build(&self, tree: &Tree, node: NodeId, id: u128, datums: &[Datum<'a>]) -> Option<Item<'a>> {
+        let tree_node = &tree.nodes[node];
+        let slots: Vec<Option<Item<'a>>> = tree_node
+            .children
+            .iter()
+            .map(|&child| {
+                let rows = self.children.get(&(id, child as u16))?;
+                let items: Vec<Item<'a>> = rows
+                    .iter()
+                    .filter_map(|(part, datums)| self.build(tree, child, part.id, datums))
+                    .collect();
+                (!items.is_empty()).then(|| aggregate(&tree.nodes[child].node, items))
+            })
+            .collect();
+        build_item(&tree_node.node, datums, slots)
+    }
 }
 
-/// A node's item for one row (its columns' datums), given the values of its relations
+/// A node's item for one row (its columns' datums), given the items of its relations
 /// (`None`: nothing matched). `None` when the node passes through a child that is missing.
-/// Only the columns the item shows become values.
-pub fn build_item(
+/// Only the columns the item shows are taken.
+pub fn build_item<'a>(
     node: &Node,
-    row: &[Datum<'_>],
-    mut children: Vec<Option<Value>>,
-) -> Option<Value> {
-    let column = |c: usize| row.get(c).map_or(Value::Null, |d| d.to_value());
+    row: &[Datum<'a>],
+    mut children: Vec<Option<Item<'a>>>,
+) -> Option<Item<'a>> {
+    let column = |c: usize| Item::Datum(row.get(c).copied().unwrap_or(Datum::Null));
     match &node.output {
         NodeOutput::Scalar(c) => Some(column(*c)),
         NodeOutput::Through => children.first_mut().and_then(Option::take),
-        NodeOutput::Object(fields) => Some(Value::Doc(
+        NodeOutput::Object(fields) => Some(Item::Doc(
             fields
                 .iter()
                 .map(|field| match field {
@@ -152,43 +171,45 @@ pub fn build_item(
                         .take()
                         .unwrap_or_else(|| empty_slot(&node.children[*child])),
                 })
-                .collect::<Vec<_>>()
-                .into(),
+                .collect(),
         )),
     }
 }
 
 /// What a parent holds for a relation with no matching child: `[]` or `null`.
-pub fn empty_slot(child: &Node) -> Value {
+pub fn empty_slot<'a>(child: &Node) -> Item<'a> {
     match child.cardinality {
-        Cardinality::Many => Value::Doc(Vec::new().into()),
-        Cardinality::One => Value::Null,
+        Cardinality::Many => Item::empty(),
+        Cardinality::One => Item::Datum(Datum::Null),
     }
 }
 
 /// The value of a relation under one parent: its items ordered by the whole item, then (a
 /// stable sort, so the item breaks ties) by the `order_by` fields, each in its direction; the
 /// list of them, or the first.
-pub fn aggregate(node: &Node, mut items: Vec<Value>) -> Value {
+pub fn aggregate<'a>(node: &Node, mut items: Vec<Item<'a>>) -> Item<'a> {
     items.sort();
     if !node.order_by.is_empty() {
         items.sort_by(|a, b| compare_by_order(node, a, b));
     }
     match node.cardinality {
-        Cardinality::Many => Value::Doc(items.into()),
-        Cardinality::One => items.into_iter().next().unwrap_or(Value::Null),
+        Cardinality::Many => Item::Doc(items),
+        Cardinality::One => items.into_iter().next().unwrap_or(Item::Datum(Datum::Null)),
     }
 }
 
 /// Compares two items by the node's `order_by` fields, each in its direction (equal when the
 /// items are not objects).
-fn compare_by_order(node: &Node, a: &Value, b: &Value) -> std::cmp::Ordering {
-    let (Value::Doc(a), Value::Doc(b)) = (a, b) else {
+fn compare_by_order(node: &Node, a: &Item<'_>, b: &Item<'_>) -> std::cmp::Ordering {
+    if !matches!((a, b), (Item::Doc(_), Item::Doc(_))) {
         return std::cmp::Ordering::Equal;
-    };
+    }
     node.order_by
         .iter()
-        .map(|key| key.compare(&a[key.field], &b[key.field]))
+        .map(|key| match (a.field(key.field), b.field(key.field)) {
+            (Some(x), Some(y)) => key.directed(x.cmp(y)),
+            _ => std::cmp::Ordering::Equal,
+        })
         .find(|o| o.is_ne())
         .unwrap_or(std::cmp::Ordering::Equal)
 }

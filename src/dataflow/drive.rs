@@ -37,7 +37,6 @@ use super::rows::Rows;
 use super::tree::Tree;
 use super::Time;
 use crate::row::{Row, RowRef};
-use crate::value::Value;
 
 /// Documents started at one time at most.
 pub const CHUNK: usize = 4096;
@@ -430,7 +429,7 @@ impl Driver {
                     if held_at(&mut cursor, &storage, at) && row.project(key_columns, &mut key) {
                         wanted_found |= wanted.as_ref().is_some_and(|w| w.bytes() == key);
                         let doc = DocId {
-                            route: key_route(&render_key(&tree.key_names, &values(&key))),
+                            route: key_route(&render_key(&tree.key_names, values(&key))),
                             root: root_id(&key),
                         };
                         found(tree, 0, doc, doc.root, row, &mut out);
@@ -439,7 +438,7 @@ impl Driver {
                 }
             }
             if let (Some(gone), false) = (wanted, wanted_found) {
-                let key = render_key(&tree.key_names, &values(gone.bytes()));
+                let key = render_key(&tree.key_names, values(gone.bytes()));
                 out.push(Found::Gone {
                     route: key_route(&key),
                     key,
@@ -481,6 +480,6 @@ fn merge(set: &mut BTreeMap<u64, Option<Row>>, hash: u64, key: Option<Row>) {
 }
 
 /// The values of an encoded key.
-fn values(key: &[u8]) -> Vec<Value> {
-    RowRef::new(key).datums().map(|d| d.to_value()).collect()
+fn values(key: &[u8]) -> crate::row::Datums<'_> {
+    RowRef::new(key).datums()
 }

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod drive;
 pub mod find;
 pub mod index;
+pub mod item;
 pub mod lookup;
 pub mod product;
 pub mod propagate;

@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::assemble::{assemble, key_route, Document, FoundRow};
+use super::assemble::{key_route, Document, FoundRow, Parts};
 use super::find::Found;
 use super::tree::Tree;
 use super::Time;
@@ -85,7 +85,8 @@ struct Entry {
 /// What the output topic holds, by hashes, and what to write to it.
 #[derive(Default)]
 struct Topic {
-    entries: HashMap<u128, Entry>,
+    /// By the hash of the key's text (a hash already: no need to hash it again well).
+    entries: HashMap<u128, Entry, foldhash::fast::FixedState>,
     hydrated: bool,
 }
 
@@ -208,8 +209,12 @@ pub fn sink<'s>(
                             Found::Want(_) => {}
                         }
                     }
-                    // The parts of each document together.
+                    // The parts of each document together, indexed once for every member.
                     parts.sort_unstable_by_key(|p| p.doc);
+                    let documents: Vec<Parts<'_>> = parts
+                        .chunk_by(|a, b| a.doc == b.doc)
+                        .filter_map(Parts::new)
+                        .collect();
                     for (member, topic) in members.iter().zip(topics.iter_mut()) {
                         if member.control.removed.get() {
                             *topic = Topic::default();
@@ -232,8 +237,8 @@ pub fn sink<'s>(
                         for key in &gone {
                             topic.gone(key, &mut write);
                         }
-                        for group in parts.chunk_by(|a, b| a.doc == b.doc) {
-                            if let Some(doc) = assemble(&member.tree, group) {
+                        for document in &documents {
+                            if let Some(doc) = document.assemble(&member.tree) {
                                 topic.document(doc, &mut write);
                             }
                         }

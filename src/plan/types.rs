@@ -166,7 +166,11 @@ impl SortKey {
 
     /// Compares two items' values of this key.
     pub fn compare(&self, a: &crate::value::Value, b: &crate::value::Value) -> std::cmp::Ordering {
-        let ordering = a.cmp(b);
+        self.directed(a.cmp(b))
+    }
+
+    /// The order of two items, given the ascending order of their values of this key.
+    pub fn directed(&self, ordering: std::cmp::Ordering) -> std::cmp::Ordering {
         // A deliberate bug for the tests of `denorm verify`: every direction reversed.
         let reversed = crate::fault::on(crate::fault::Fault::OrderDirection);
         if self.descending != reversed {

@@ -222,6 +222,39 @@ impl Datum<'_> {
         matches!(self, Datum::Null)
     }
 
+    /// The order of the values they stand for ([`Value`]'s `Ord`): by variant in declaration
+    /// order, then by content, floats by their total order.
+    pub fn order(&self, other: &Datum<'_>) -> std::cmp::Ordering {
+        use Datum::*;
+        match (self, other) {
+            (Null, Null) => std::cmp::Ordering::Equal,
+            (Bool(a), Bool(b)) => a.cmp(b),
+            (Int(a), Int(b)) => a.cmp(b),
+            (Float(a), Float(b)) => a.total_cmp(b),
+            (Decimal(a), Decimal(b)) => a.cmp(b),
+            (Str(a), Str(b)) | (Json(a), Json(b)) => a.cmp(b),
+            (Date(a), Date(b)) => a.cmp(b),
+            (Time(a), Time(b)) | (Timestamp(a), Timestamp(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+
+    /// The position of the value's variant in [`Value`]'s declaration.
+    pub(crate) fn rank(&self) -> u8 {
+        match self {
+            Datum::Null => 0,
+            Datum::Bool(_) => 1,
+            Datum::Int(_) => 2,
+            Datum::Float(_) => 3,
+            Datum::Decimal(_) => 4,
+            Datum::Str(_) => 5,
+            Datum::Date(_) => 6,
+            Datum::Time(_) => 7,
+            Datum::Timestamp(_) => 8,
+            Datum::Json(_) => 9,
+        }
+    }
+
     /// The value, for documents.
     pub fn to_value(self) -> Value {
         match self {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::row::Datum;
+
 /// A row or a key: column values in the order the plan fixes for that collection, shared, with
 /// a hash of them computed once when the row is made.
 ///
@@ -215,19 +217,7 @@ impl Value {
 
     /// The variant's position in the declaration (values of different variants order by it).
     fn rank(&self) -> u8 {
-        match self {
-            Value::Null => 0,
-            Value::Bool(_) => 1,
-            Value::Int(_) => 2,
-            Value::Float(_) => 3,
-            Value::Decimal(_) => 4,
-            Value::Str(_) => 5,
-            Value::Date(_) => 6,
-            Value::Time(_) => 7,
-            Value::Timestamp(_) => 8,
-            Value::Json(_) => 9,
-            Value::Doc(_) => 10,
-        }
+        self.as_datum().map_or(10, |d| d.rank())
     }
 
     /// A decimal value.
@@ -239,6 +229,23 @@ impl Value {
     }
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
+    }
+
+    /// A scalar as the datum a row holds for it (`None` for a document).
+    pub fn as_datum(&self) -> Option<Datum<'_>> {
+        Some(match self {
+            Value::Null => Datum::Null,
+            Value::Bool(b) => Datum::Bool(*b),
+            Value::Int(i) => Datum::Int(*i),
+            Value::Float(F64(f)) => Datum::Float(*f),
+            Value::Decimal(d) => Datum::Decimal(**d),
+            Value::Str(s) => Datum::Str(s),
+            Value::Date(d) => Datum::Date(*d),
+            Value::Time(t) => Datum::Time(*t),
+            Value::Timestamp(t) => Datum::Timestamp(*t),
+            Value::Json(s) => Datum::Json(s),
+            Value::Doc(_) => return None,
+        })
     }
 }
 
@@ -404,39 +411,12 @@ pub fn write_json(value: &Value, shape: &Shape, out: &mut String) {
 
 /// Renders one scalar as JSON (documents rendered without a shape become lists).
 pub fn write_scalar(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Float(F64(f)) => {
-            if f.is_finite() {
-                // serde_json prints the shortest text that round-trips.
-                out.push_str(&serde_json::to_string(f).unwrap_or_else(|_| "null".into()));
-            } else {
-                out.push_str("null");
-            }
-        }
-        // A deliberate bug for the tests of `denorm verify`: one fraction digit too many.
-        Value::Decimal(d) if crate::fault::on(crate::fault::Fault::DecimalScale) => {
-            let wrong = Decimal {
-                unscaled: d.unscaled,
-                scale: d.scale + 1,
+    match value.as_datum() {
+        Some(datum) => write_datum(datum, out),
+        None => {
+            let Value::Doc(items) = value else {
+                unreachable!("every value but a document is a datum")
             };
-            let _ = write!(out, "{wrong}");
-        }
-        Value::Decimal(d) => {
-            let _ = write!(out, "{d}");
-        }
-        Value::Str(s) => write_str(s, out),
-        Value::Date(days) => write_str(&crate::value::temporal::format_date(*days), out),
-        Value::Time(micros) => write_str(&crate::value::temporal::format_time(*micros), out),
-        Value::Timestamp(micros) => {
-            write_str(&crate::value::temporal::format_timestamp(*micros), out)
-        }
-        Value::Json(text) => out.push_str(text),
-        Value::Doc(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
@@ -449,13 +429,80 @@ pub fn write_scalar(value: &Value, out: &mut String) {
     }
 }
 
+/// Renders one datum as JSON: how every scalar of a document is written.
+pub fn write_datum(datum: Datum<'_>, out: &mut String) {
+    match datum {
+        Datum::Null => out.push_str("null"),
+        Datum::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Datum::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Datum::Float(f) => {
+            if f.is_finite() {
+                // serde_json prints the shortest text that round-trips.
+                out.push_str(&serde_json::to_string(&f).unwrap_or_else(|_| "null".into()));
+            } else {
+                out.push_str("null");
+            }
+        }
+        // A deliberate bug for the tests of `denorm verify`: one fraction digit too many.
+        Datum::Decimal(d) if crate::fault::on(crate::fault::Fault::DecimalScale) => {
+            let wrong = Decimal {
+                unscaled: d.unscaled,
+                scale: d.scale + 1,
+            };
+            let _ = write!(out, "{wrong}");
+        }
+        Datum::Decimal(d) => {
+            let _ = write!(out, "{d}");
+        }
+        Datum::Str(s) => write_str(s, out),
+        Datum::Date(days) => write_str(&crate::value::temporal::format_date(days), out),
+        Datum::Time(micros) => write_str(&crate::value::temporal::format_time(micros), out),
+        Datum::Timestamp(micros) => {
+            write_str(&crate::value::temporal::format_timestamp(micros), out)
+        }
+        Datum::Json(text) => out.push_str(text),
+    }
+}
+
 fn write_str(s: &str, out: &mut String) {
-    out.push_str(&serde_json::to_string(s).expect("strings always serialize"));
+    // serde_json escapes `"`, `\\` and the control characters below U+0020, and nothing else:
+    // a string without them is written as it is, without a text of its own.
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::to_string(s).expect("strings always serialize"));
+    } else {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut texts: Vec<String> = (0u8..128).map(|b| format!("a{}b", b as char)).collect();
+        texts.extend(
+            [
+                "",
+                "plain",
+                "é ü 漢字 🦀",
+                "\u{7f}",
+                "quote\"and\\slash",
+                "tab\tnew\nline",
+            ]
+            .map(String::from),
+        );
+        for text in texts {
+            let mut out = String::new();
+            write_str(&text, &mut out);
+            assert_eq!(out, serde_json::to_string(&text).unwrap(), "{text:?}");
+        }
+    }
 
     #[test]
     fn rows_are_equal_by_value_and_order_consistently() {
