@@ -1,6 +1,6 @@
 //! An item of a document being assembled: the datums of its rows, borrowed from them, nested in
-//! lists and objects. It orders and renders exactly as the [`Value`] it stands for would (the
-//! tests below hold it to that), without a string or a list allocated per value.
+//! lists and objects. It orders and renders exactly as the [`crate::value::Value`] it stands for
+//! would (the tests below hold it to that), without a string or a list allocated per value.
 
 use std::cmp::Ordering;
 
