@@ -201,9 +201,6 @@ pub fn aggregate<'a>(node: &Node, mut items: Vec<Item<'a>>) -> Item<'a> {
 /// Compares two items by the node's `order_by` fields, each in its direction (equal when the
 /// items are not objects).
 fn compare_by_order(node: &Node, a: &Item<'_>, b: &Item<'_>) -> std::cmp::Ordering {
-    if !matches!((a, b), (Item::Doc(_), Item::Doc(_))) {
-        return std::cmp::Ordering::Equal;
-    }
     node.order_by
         .iter()
         .map(|key| match (a.field(key.field), b.field(key.field)) {

@@ -479,7 +479,7 @@ fn merge(set: &mut BTreeMap<u64, Option<Row>>, hash: u64, key: Option<Row>) {
     }
 }
 
-/// The values of an encoded key.
+/// The datums of an encoded key.
 fn values(key: &[u8]) -> crate::row::Datums<'_> {
     RowRef::new(key).datums()
 }

@@ -46,7 +46,12 @@ impl Item<'_> {
                 }
                 out.push('}');
             }
-            (Item::Doc(items), Shape::List(item_shape)) => {
+            // A list; a document without a shape is a list of what it holds.
+            (Item::Doc(items), list) => {
+                let item_shape = match list {
+                    Shape::List(item_shape) => item_shape,
+                    _ => &Shape::Scalar,
+                };
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
@@ -57,17 +62,6 @@ impl Item<'_> {
                 out.push(']');
             }
             (Item::Datum(d), _) => write_datum(*d, out),
-            // A document without a shape is a list of what it holds.
-            (Item::Doc(items), Shape::Scalar) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    item.write_json(&Shape::Scalar, out);
-                }
-                out.push(']');
-            }
         }
     }
 

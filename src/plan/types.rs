@@ -164,11 +164,6 @@ impl SortKey {
         }
     }
 
-    /// Compares two items' values of this key.
-    pub fn compare(&self, a: &crate::value::Value, b: &crate::value::Value) -> std::cmp::Ordering {
-        self.directed(a.cmp(b))
-    }
-
     /// The order of two items, given the ascending order of their values of this key.
     pub fn directed(&self, ordering: std::cmp::Ordering) -> std::cmp::Ordering {
         // A deliberate bug for the tests of `denorm verify`: every direction reversed.
