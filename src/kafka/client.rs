@@ -236,17 +236,16 @@ impl KafkaOptions {
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
             // One consumer per worker reads all of its source partitions. Fetches carry up to
-            // 16 MB a partition, 64 MB in all, and up to 64 MB wait prefetched: brokers answer
-            // each fetch after a round trip, so what is in flight sets the rate (at 8 MB a
-            // consumer reading stalled at half the rate). Records waiting there are memory the
-            // dataflow does not bound: lower them with -X where memory is tight.
-            .set("queued.max.messages.kbytes", "65536")
+            // 16 MB a partition, 64 MB in all, and up to 16 MB wait prefetched. When those are
+            // full, librdkafka waits fetch.queue.backoff.ms before it fetches the partition
+            // again: 1 s by default, while a worker drains them in a fraction of that, so reading
+            // stalled most of the time (`bench consume -w 2` at M: 229k rows/s with the default,
+            // 662k with 10 ms). With 10 ms, 16 MB prefetched reads as fast as 64 MB (about 510k
+            // rows/s either way at M, 8 MB too) for 200 MB less memory. Records waiting there
+            // are memory the dataflow does not bound: lower them with -X where memory is tight.
+            .set("queued.max.messages.kbytes", "16384")
             .set("fetch.max.bytes", "67108864")
             .set("max.partition.fetch.bytes", "16777216")
-            // When those 64 MB are full, librdkafka waits fetch.queue.backoff.ms before it
-            // fetches the partition again: 1 s by default, while a worker drains 64 MB in a
-            // fraction of that. Reading then stalled most of the time (`bench consume -w 2` at
-            // M: 229k rows/s with the default, 662k with 10 ms).
             .set("fetch.queue.backoff.ms", "10")
             .set("client.id", format!("denorm-{purpose}"));
         for (k, v) in &self.properties {
