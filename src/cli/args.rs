@@ -63,3 +63,19 @@ pub fn seconds(value: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
     std::time::Duration::try_from_secs_f64(value)
         .map_err(|_| anyhow::anyhow!("{flag} must be a number of seconds ≥ 0, not {value}"))
 }
+
+/// How generated changes pick the rows they edit (see [`denorm::tools::gen::EditMix`]).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum EditMixArg {
+    Popular,
+    Uniform,
+}
+
+impl From<EditMixArg> for denorm::tools::gen::EditMix {
+    fn from(mix: EditMixArg) -> Self {
+        match mix {
+            EditMixArg::Popular => denorm::tools::gen::EditMix::Popular,
+            EditMixArg::Uniform => denorm::tools::gen::EditMix::Uniform,
+        }
+    }
+}

@@ -9,6 +9,8 @@ use clap::Subcommand;
 use denorm::kafka::admin::drop_topics;
 use denorm::kafka::client::KafkaOptions;
 use denorm::plan;
+
+use super::args::EditMixArg;
 use denorm::runtime::epoch::EpochLimits;
 use denorm::tools::bench::{compare, consume, export, hop, latency, memory};
 use denorm::tools::gen::GenOptions;
@@ -40,6 +42,16 @@ pub enum BenchCommand {
         /// Closed times in the dataflow before feeding stops (as the job's --max-in-flight).
         #[arg(long, default_value_t = EpochLimits::default().max_in_flight)]
         max_in_flight: usize,
+        /// Then hand the hydrated job this many generated change events at once (as `denorm gen
+        /// --changes`), and measure the documents written per second when behind.
+        #[arg(long, default_value_t = 0)]
+        changes: usize,
+        /// How the changes pick the rows they edit (as `denorm gen --edit-mix`).
+        #[arg(long, value_enum, default_value_t = EditMixArg::Popular)]
+        edit_mix: EditMixArg,
+        /// Change events per second fed at most, all workers together (default: all at once).
+        #[arg(long)]
+        change_rate: Option<f64>,
     },
     /// Read and decode every record of the product's source topics, nothing else (the Kafka
     /// ceiling).
@@ -152,11 +164,14 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             max_epoch_records,
             max_epoch_mib,
             max_in_flight,
+            changes,
+            edit_mix,
+            change_rate,
         } => {
             let plan = plan::load(&file)?;
             let gen = GenOptions {
                 scale,
-                changes: 0,
+                changes,
                 seed,
             };
             let epochs = EpochLimits {
@@ -164,7 +179,15 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 max_bytes: max_epoch_mib << 20,
                 max_in_flight,
             };
-            serde_json::to_value(memory::run(plan, &gen, workers, batch_size, epochs)?)?
+            serde_json::to_value(memory::run(
+                plan,
+                &gen,
+                edit_mix.into(),
+                change_rate,
+                workers,
+                batch_size,
+                epochs,
+            )?)?
         }
         BenchCommand::Consume {
             file,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use denorm::plan;
 
-use super::args::KafkaArgs;
+use super::args::{EditMixArg, KafkaArgs};
 
 #[derive(Args)]
 pub struct GenArgs {
@@ -45,12 +45,6 @@ pub struct GenArgs {
     /// most) or `uniform` (every such row as often as any other). The snapshot is the same.
     #[arg(long, value_enum, default_value_t = EditMixArg::Popular)]
     edit_mix: EditMixArg,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum EditMixArg {
-    Popular,
-    Uniform,
 }
 
 /// Stops the generator once `--max-records` are written.
@@ -105,10 +99,7 @@ pub fn generate(args: GenArgs) -> anyhow::Result<ExitCode> {
             r.value.as_deref(),
         )
     };
-    let mix = match args.edit_mix {
-        EditMixArg::Popular => denorm::tools::gen::EditMix::Popular,
-        EditMixArg::Uniform => denorm::tools::gen::EditMix::Uniform,
-    };
+    let mix = args.edit_mix.into();
     let generated =
         denorm::tools::gen::generate_with(&plan, &options, mix, !args.only_changes, send);
     match generated {
