@@ -55,7 +55,9 @@ pub fn build<'s>(
         held.push(input);
     }
     let held_stream = scope.concatenate(held_streams);
-    let dirty = propagate(&tree, &control_stream, arrangements);
+    let trees: Vec<&super::tree::Tree> = members.iter().map(|m| &*m.tree).collect();
+    let used = super::tree::Tree::used_columns(&trees);
+    let dirty = propagate(&tree, &used, &control_stream, arrangements);
     let driver_input = control_stream
         .map(DriverInput::Readiness)
         .concat(dirty.map(DriverInput::Dirty));

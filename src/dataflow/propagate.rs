@@ -33,9 +33,11 @@ pub trait Arrangements<'s> {
     fn index(&mut self, index: &crate::plan::KeyedArrangement) -> Index<'s>;
 }
 
-/// The dirty roots of `tree`'s product: of every node, the roots above its changed rows.
+/// The dirty roots of `tree`'s product: of every node, the roots above its rows changed in the
+/// columns `used` (by node, see [`Tree::used_columns`]).
 pub fn propagate<'s>(
     tree: &Rc<Tree>,
+    used: &[Vec<usize>],
     control: &Stream<'s, Time, Vec<Readiness>>,
     arrangements: &mut impl Arrangements<'s>,
 ) -> Stream<'s, Time, Vec<Dirty>> {
@@ -51,6 +53,7 @@ pub fn propagate<'s>(
                 rows,
                 control.clone(),
                 &name,
+                used[node].clone(),
                 move |hash, row, out| {
                     let mut bytes = Vec::new();
                     let key = row.project(&key, &mut bytes).then(|| Row::from(bytes));
@@ -65,11 +68,17 @@ pub fn propagate<'s>(
         }
         let columns = link_columns(tree_node);
         let mut scratch = Vec::new();
-        let links = changes(rows, control.clone(), &name, move |_hash, row, out| {
-            if let Some(link) = columns_hash(row, &columns, &mut scratch) {
-                out.push((link, 1));
-            }
-        });
+        let links = changes(
+            rows,
+            control.clone(),
+            &name,
+            used[node].clone(),
+            move |_hash, row, out| {
+                if let Some(link) = columns_hash(row, &columns, &mut scratch) {
+                    out.push((link, 1));
+                }
+            },
+        );
         dirty.push(up(tree, node, links, arrangements));
     }
     scope.concatenate(dirty)
@@ -129,19 +138,45 @@ fn up<'s>(
     up(tree, parent, links, arrangements)
 }
 
+/// Of one key's `updates` (time, version, diff; sorted), the versions changed at each time,
+/// once each: those whose used columns' values (`same` compares two versions' values) do not
+/// add up to zero at that time. A row replaced by one equal in them is not changed.
+fn visible(
+    updates: &[(Time, usize, isize)],
+    same: impl Fn(usize, usize) -> bool,
+) -> Vec<(Time, usize)> {
+    let mut changed = Vec::new();
+    for at in updates.chunk_by(|a, b| a.0 == b.0) {
+        for &(t, version, _) in at {
+            let net: isize = at
+                .iter()
+                .filter(|&&(_, other, _)| same(version, other))
+                .map(|&(_, _, d)| d)
+                .sum();
+            if net != 0 && changed.last() != Some(&(t, version)) {
+                changed.push((t, version));
+            }
+        }
+    }
+    changed
+}
+
 /// The columns of a nested node's rows that its link matches with its parent's.
 fn link_columns(node: &super::tree::TreeNode) -> Vec<usize> {
     let link = node.link.as_ref().expect("nested nodes have links");
     link.child_columns.clone()
 }
 
-/// For each update of `rows` after the product's release, `logic(key hash, row, output)`, at
-/// the update's time. `control` tells the release (see [`Readiness`]): an update at or before it
-/// is already in the hydration.
+/// For each update of `rows` after the product's release that changes the `used` columns,
+/// `logic(key hash, row, output)`, at the update's time. `control` tells the release (see
+/// [`Readiness`]): an update at or before it is already in the hydration. A row replaced at a
+/// time by one equal in the `used` columns (an update of columns no document reads) is not
+/// followed: the documents above it would be rebuilt unchanged.
 fn changes<'s, O, L>(
     rows: Rows<'s>,
     control: Stream<'s, Time, Vec<Readiness>>,
     name: &str,
+    used: Vec<usize>,
     mut logic: L,
 ) -> Stream<'s, Time, Vec<O>>
 where
@@ -163,6 +198,10 @@ where
                 // Updates whose release is not decided yet, by time.
                 let mut waiting: BTreeMap<Time, (Capability<Time>, Vec<O>)> = BTreeMap::new();
                 let mut out = Vec::new();
+                // One key's versions in a batch (each row with the range of its used columns'
+                // bytes in `selected`), and their updates (time, version, diff).
+                let mut selected = Vec::new();
+                let mut updates: Vec<(Time, usize, isize)> = Vec::new();
                 move |(spans, _), (control, control_frontier), output| {
                     control.for_each(|cap, data| {
                         if let Some(&time) = cap.least() {
@@ -191,29 +230,41 @@ where
                             }
                             let Some(batch) = span.inner else { continue };
                             let mut cursor = batch.cursor();
+                            let mut versions = Vec::new();
                             while let Some(key) = cursor.get_key(&batch) {
+                                versions.clear();
+                                selected.clear();
+                                updates.clear();
                                 while let Some(row) = cursor.get_val(&batch) {
-                                    let mut times = Vec::new();
-                                    cursor.map_times(&batch, |t, _| times.push(*t));
-                                    times.dedup();
-                                    for t in times {
-                                        match followed(t) {
-                                            Some(false) => {}
-                                            Some(true) => {
-                                                logic(*key, row, &mut out);
-                                                output
-                                                    .session(&cap.delayed(&t, 0))
-                                                    .give_iterator(out.drain(..));
-                                            }
-                                            None => {
-                                                let entry = waiting.entry(t).or_insert_with(|| {
-                                                    (cap.delayed(&t, 0), Vec::new())
-                                                });
-                                                logic(*key, row, &mut entry.1);
-                                            }
+                                    let start = selected.len();
+                                    row.select(&used, &mut selected);
+                                    let version = versions.len();
+                                    versions.push((row, start..selected.len()));
+                                    cursor
+                                        .map_times(&batch, |t, d| updates.push((*t, version, *d)));
+                                    cursor.step_val(&batch);
+                                }
+                                updates.sort_unstable();
+                                for (t, version) in visible(&updates, |a, b| {
+                                    selected[versions[a].1.clone()]
+                                        == selected[versions[b].1.clone()]
+                                }) {
+                                    let row = versions[version].0;
+                                    match followed(t) {
+                                        Some(false) => {}
+                                        Some(true) => {
+                                            logic(*key, row, &mut out);
+                                            output
+                                                .session(&cap.delayed(&t, 0))
+                                                .give_iterator(out.drain(..));
+                                        }
+                                        None => {
+                                            let entry = waiting.entry(t).or_insert_with(|| {
+                                                (cap.delayed(&t, 0), Vec::new())
+                                            });
+                                            logic(*key, row, &mut entry.1);
                                         }
                                     }
-                                    cursor.step_val(&batch);
                                 }
                                 cursor.step_key(&batch);
                             }
@@ -233,4 +284,36 @@ where
                 }
             },
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible;
+
+    /// Versions 0 and 1 have equal used columns, version 2 differs from both.
+    fn same(a: usize, b: usize) -> bool {
+        (a == 2) == (b == 2)
+    }
+
+    #[test]
+    fn a_row_replaced_by_one_equal_in_the_used_columns_is_not_changed() {
+        // At 5, version 0 is replaced by 1 (equal in the used columns): nothing changed.
+        assert_eq!(visible(&[(5, 0, -1), (5, 1, 1)], same), vec![]);
+        // At 5, version 0 is replaced by 2: both are changes (the old row's parents and the
+        // new row's may differ).
+        assert_eq!(
+            visible(&[(5, 0, -1), (5, 2, 1)], same),
+            vec![(5, 0), (5, 2)]
+        );
+        // Inserted at 3, replaced by an equal row at 5: the insert is a change, the update not.
+        assert_eq!(
+            visible(&[(3, 0, 1), (5, 0, -1), (5, 1, 1)], same),
+            vec![(3, 0)]
+        );
+        // A delete alone, and an insert alone, are changes.
+        assert_eq!(visible(&[(7, 1, -1)], same), vec![(7, 1)]);
+        assert_eq!(visible(&[(7, 2, 1)], same), vec![(7, 2)]);
+        // A version with two updates at one time is listed once.
+        assert_eq!(visible(&[(7, 2, 1), (7, 2, 1)], same), vec![(7, 2)]);
+    }
 }

@@ -2,7 +2,11 @@
 //! first), each with its parent, its children, and how its rows are found from a parent row
 //! (by primary key, or through an index of its source) and its parents from one of its rows.
 
-use crate::plan::{KeyedArrangement, Link, Node, Plan, ProductPlan, SourceId};
+use std::collections::BTreeSet;
+
+use crate::plan::{
+    KeyedArrangement, Link, Node, NodeOutput, OutField, Plan, ProductPlan, SourceId,
+};
 use crate::value::Shape;
 
 /// Index of a node in [`Tree::nodes`]; the root is 0.
@@ -115,8 +119,53 @@ impl Tree {
     }
 
     /// The sources the product reads.
-    pub fn sources(&self) -> std::collections::BTreeSet<SourceId> {
+    pub fn sources(&self) -> BTreeSet<SourceId> {
         self.nodes.iter().map(|n| n.node.source).collect()
+    }
+
+    /// For each node, the columns of its rows that the documents of `trees` (of one shape)
+    /// read: its primary key, the columns it links on (to its parent and to its children), and
+    /// the columns any of the trees shows (which `order_by` sorts by). A row changed in other
+    /// columns only changes none of their documents.
+    pub fn used_columns(trees: &[&Tree]) -> Vec<Vec<usize>> {
+        let Some(first) = trees.first() else {
+            return Vec::new();
+        };
+        (0..first.nodes.len())
+            .map(|n| {
+                let node = &first.nodes[n];
+                let mut used: BTreeSet<usize> = node.key.iter().copied().collect();
+                if let Some(link) = &node.link {
+                    used.extend(&link.child_columns);
+                }
+                for &child in &node.children {
+                    if let Some(link) = &first.nodes[child].link {
+                        used.extend(&link.parent_columns);
+                    }
+                }
+                for tree in trees {
+                    used.extend(tree.nodes[n].shown_columns());
+                }
+                used.into_iter().collect()
+            })
+            .collect()
+    }
+}
+
+impl TreeNode {
+    /// The columns of this node's rows that its item shows.
+    fn shown_columns(&self) -> Vec<usize> {
+        match &self.node.output {
+            NodeOutput::Scalar(c) => vec![*c],
+            NodeOutput::Through => Vec::new(),
+            NodeOutput::Object(fields) => fields
+                .iter()
+                .filter_map(|f| match f {
+                    OutField::Column { column, .. } => Some(*column),
+                    OutField::Child { .. } => None,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -154,4 +203,71 @@ fn add(
         nodes[id].children.push(child_id);
     }
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tree;
+
+    fn plan(fields: &str) -> crate::plan::Plan {
+        let text = format!(
+            r#"
+[product]
+name = "p"
+output_topic = "out"
+
+[sources.users]
+topic = "users"
+primary_key = ["id"]
+columns = {{ id = "int", name = "string", pay = "int", seen = "timestamp" }}
+
+[sources.orders]
+topic = "orders"
+primary_key = ["id"]
+columns = {{ id = "int", user = "int", total = "int", note = "string" }}
+
+[document]
+source = "users"
+fields = {fields}
+
+[[document.relations]]
+name = "orders"
+cardinality = "many"
+source = "orders"
+on = {{ id = "user" }}
+fields = ["total"]
+"#
+        );
+        crate::plan::load::parse(std::path::Path::new("p.toml"), &text).expect("the product loads")
+    }
+
+    #[test]
+    fn the_used_columns_are_keys_links_and_what_any_product_of_the_shape_shows() {
+        let (a, b) = (plan(r#"["name"]"#), plan(r#"["pay"]"#));
+        let columns = |source: usize, names: &[&str]| -> Vec<usize> {
+            let columns = &a.sources[source].columns;
+            let mut found: Vec<usize> = names
+                .iter()
+                .map(|n| columns.iter().position(|c| c.name == *n).expect("a column"))
+                .collect();
+            found.sort();
+            found
+        };
+        let (users, orders) = (
+            a.products[0].root.source,
+            a.products[0].root.children[0].source,
+        );
+        let (ta, tb) = (Tree::of(&a, &a.products[0]), Tree::of(&b, &b.products[0]));
+        // users: id (key, and the orders' link), and name or pay as shown; `seen` never.
+        // orders: id (key), user (link), total (shown); `note` never.
+        let orders_used = columns(orders, &["id", "user", "total"]);
+        assert_eq!(
+            Tree::used_columns(&[&ta]),
+            vec![columns(users, &["id", "name"]), orders_used.clone()]
+        );
+        assert_eq!(
+            Tree::used_columns(&[&ta, &tb]),
+            vec![columns(users, &["id", "name", "pay"]), orders_used]
+        );
+    }
 }

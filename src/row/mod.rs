@@ -160,17 +160,7 @@ impl<'a> RowRef<'a> {
     /// joins.
     pub fn project(self, columns: &[usize], out: &mut Vec<u8>) -> bool {
         let start = out.len();
-        let Some(&last) = columns.iter().max() else {
-            return true;
-        };
-        // Each column's byte range, up to the last one asked for.
-        let mut spans = smallvec::SmallVec::<[(u32, u32); 16]>::new();
-        let mut at = 0;
-        while spans.len() <= last && at < self.0.len() {
-            let len = encoded_len(&self.0[at..]);
-            spans.push((at as u32, (at + len) as u32));
-            at += len;
-        }
+        let spans = self.spans(columns);
         for &c in columns {
             match spans.get(c) {
                 Some(&(from, to)) if self.0[from as usize] != NULL => {
@@ -183,6 +173,33 @@ impl<'a> RowRef<'a> {
             }
         }
         true
+    }
+
+    /// The encoded values of `columns`, in that order, appended to `out`, nulls included (a
+    /// column past the row's end as a null): equal exactly when those columns' values are.
+    pub fn select(self, columns: &[usize], out: &mut Vec<u8>) {
+        let spans = self.spans(columns);
+        for &c in columns {
+            match spans.get(c) {
+                Some(&(from, to)) => out.extend_from_slice(&self.0[from as usize..to as usize]),
+                None => out.push(NULL),
+            }
+        }
+    }
+
+    /// Each column's byte range, up to the last of `columns`.
+    fn spans(self, columns: &[usize]) -> smallvec::SmallVec<[(u32, u32); 16]> {
+        let mut spans = smallvec::SmallVec::new();
+        let Some(&last) = columns.iter().max() else {
+            return spans;
+        };
+        let mut at = 0;
+        while spans.len() <= last && at < self.0.len() {
+            let len = encoded_len(&self.0[at..]);
+            spans.push((at as u32, (at + len) as u32));
+            at += len;
+        }
+        spans
     }
 }
 
@@ -527,6 +544,31 @@ mod tests {
         assert!(!row.as_ref().project(&[3, 0], &mut key));
         assert_eq!(key, vec![42]);
         assert!(!row.as_ref().project(&[99], &mut key));
+    }
+
+    #[test]
+    fn a_selection_keeps_nulls_and_is_equal_exactly_when_its_columns_are() {
+        let values = values();
+        let row = Row::from_values(&values);
+        let mut all = Vec::new();
+        row.as_ref().select(&[0, 3, 99], &mut all);
+        let expected = Row::from_values([&Value::Null, &values[3], &Value::Null]);
+        assert_eq!(all, expected.bytes());
+        // Another column changed: the selection without it is equal, with it is not.
+        let mut changed = values.clone();
+        changed[11] = Value::str("hello");
+        let changed = Row::from_values(&changed);
+        let select = |row: &Row, columns: &[usize]| {
+            let mut out = Vec::new();
+            row.as_ref().select(columns, &mut out);
+            out
+        };
+        assert_eq!(select(&row, &[3, 12]), select(&changed, &[3, 12]));
+        assert_ne!(select(&row, &[3, 11]), select(&changed, &[3, 11]));
+        // Values are self-delimiting: shifting bytes between columns is a different selection.
+        let a = Row::from_values([&Value::str("ab"), &Value::str("c")]);
+        let b = Row::from_values([&Value::str("a"), &Value::str("bc")]);
+        assert_ne!(select(&a, &[0, 1]), select(&b, &[0, 1]));
     }
 
     #[test]
