@@ -43,8 +43,7 @@ pub fn propagate<'s>(
 ) -> Stream<'s, Time, Vec<Dirty>> {
     let scope = control.scope();
     let mut dirty = Vec::new();
-    for node in 0..tree.nodes.len() {
-        let tree_node = &tree.nodes[node];
+    for (node, (tree_node, used)) in tree.nodes.iter().zip(used).enumerate() {
         let rows = arrangements.rows(tree_node.node.source);
         let name = format!("Changed({})", tree_node.node.path);
         if node == 0 {
@@ -53,7 +52,7 @@ pub fn propagate<'s>(
                 rows,
                 control.clone(),
                 &name,
-                used[node].clone(),
+                used.clone(),
                 move |hash, row, out| {
                     let mut bytes = Vec::new();
                     let key = row.project(&key, &mut bytes).then(|| Row::from(bytes));
@@ -72,7 +71,7 @@ pub fn propagate<'s>(
             rows,
             control.clone(),
             &name,
-            used[node].clone(),
+            used.clone(),
             move |_hash, row, out| {
                 if let Some(link) = columns_hash(row, &columns, &mut scratch) {
                     out.push((link, 1));
