@@ -7,10 +7,6 @@
 //! `null` (one); a `through` row stands for the item of its target and is dropped when the target
 //! is missing; duplicates are kept.
 
-use std::collections::HashMap;
-
-use foldhash::fast::FixedState;
-
 use serde::{Deserialize, Serialize};
 
 use super::item::Item;
@@ -81,51 +77,71 @@ pub struct Document {
     pub json: String,
 }
 
-/// A document's parts (in any order) made into the document; `None` when they hold no root
-/// row. A part whose parent is missing is left out.
-pub fn assemble(tree: &Tree, parts: &[FoundRow]) -> Option<Document> {
-    Parts::new(parts)?.assemble(tree)
+/// Orders parts so that each document's are together and, within them, the rows under each
+/// parent row and relation ([`Parts::new`] needs this order).
+pub fn sort_parts(parts: &mut [FoundRow]) {
+    parts.sort_unstable_by_key(|p| (p.doc, p.parent, p.node));
 }
 
-/// Each row's children by relation, keyed by the parent row's id and the child node.
-type Children<'a> = HashMap<(u128, u16), Vec<(&'a FoundRow, Vec<Datum<'a>>)>, FixedState>;
-
-/// The parts of one document, indexed once: each row's columns decoded and its children found
-/// by its id. Products of one shape get the same parts, so each of them builds its document
-/// from one index instead of indexing the parts again.
+/// The parts of one document, indexed once: each row's columns decoded (into one vector for
+/// all of them) and its children found by its id. Products of one shape get the same parts,
+/// so each of them builds its document from one index instead of indexing the parts again.
 pub struct Parts<'a> {
-    root: &'a FoundRow,
-    root_datums: Vec<Datum<'a>>,
-    children: Children<'a>,
+    root: usize,
+    /// The parts, ordered by parent id and node (see [`sort_parts`]).
+    parts: &'a [FoundRow],
+    /// Every part's datums, in the parts' order; part `i`'s are `datums[starts[i]..starts[i + 1]]`.
+    datums: Vec<Datum<'a>>,
+    starts: Vec<u32>,
 }
 
 impl<'a> Parts<'a> {
-    /// The index of a document's parts (in any order); `None` when they hold no root row.
+    /// The index of a document's parts, ordered as [`sort_parts`] orders them; `None` when they
+    /// hold no root row.
     pub fn new(parts: &'a [FoundRow]) -> Option<Self> {
-        let root = parts.iter().find(|p| p.node == 0)?;
-        let mut children = Children::default();
-        for part in parts.iter().filter(|p| p.node != 0) {
-            children
-                .entry((part.parent, part.node))
-                .or_default()
-                .push((part, part.row.as_ref().datums().collect()));
+        let root = parts.iter().position(|p| p.node == 0)?;
+        let mut datums = Vec::with_capacity(parts.len() * 8);
+        let mut starts = Vec::with_capacity(parts.len() + 1);
+        for part in parts {
+            starts.push(datums.len() as u32);
+            datums.extend(part.row.as_ref().datums());
         }
+        starts.push(datums.len() as u32);
         Some(Parts {
             root,
-            root_datums: root.row.as_ref().datums().collect(),
-            children,
+            parts,
+            datums,
+            starts,
         })
+    }
+
+    fn datums(&self, part: usize) -> &[Datum<'a>] {
+        &self.datums[self.starts[part] as usize..self.starts[part + 1] as usize]
+    }
+
+    /// The positions of the rows of `node` under the row `parent`.
+    fn children(&self, parent: u128, node: u16) -> std::ops::Range<usize> {
+        let from = self
+            .parts
+            .partition_point(|p| (p.parent, p.node) < (parent, node));
+        let to = from
+            + self.parts[from..]
+                .iter()
+                .take_while(|p| p.parent == parent && p.node == node)
+                .count();
+        from..to
     }
 
     /// The document `tree` makes of these parts; `None` when its root passes through a
     /// missing child.
     pub fn assemble(&self, tree: &Tree) -> Option<Document> {
+        let root_datums = self.datums(self.root);
         let key = tree.nodes[0]
             .key
             .iter()
-            .map(|&k| self.root_datums.get(k).copied().unwrap_or(Datum::Null));
+            .map(|&k| root_datums.get(k).copied().unwrap_or(Datum::Null));
         let key = render_key(&tree.key_names, key);
-        let item = self.build(tree, 0, self.root.id, &self.root_datums)?;
+        let item = self.build(tree, 0, self.parts[self.root].id, root_datums)?;
         let mut json = String::new();
         item.write_json(&tree.shape, &mut json);
         Some(Document { key, json })
@@ -138,10 +154,9 @@ impl<'a> Parts<'a> {
             .children
             .iter()
             .map(|&child| {
-                let rows = self.children.get(&(id, child as u16))?;
-                let items: Vec<Item<'a>> = rows
-                    .iter()
-                    .filter_map(|(part, datums)| self.build(tree, child, part.id, datums))
+                let items: Vec<Item<'a>> = self
+                    .children(id, child as u16)
+                    .filter_map(|i| self.build(tree, child, self.parts[i].id, self.datums(i)))
                     .collect();
                 (!items.is_empty()).then(|| aggregate(&tree.nodes[child].node, items))
             })

@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::assemble::{key_route, Document, FoundRow, Parts};
+use super::assemble::{key_route, sort_parts, Document, FoundRow, Parts};
 use super::find::Found;
 use super::tree::Tree;
 use super::Time;
@@ -210,7 +210,7 @@ pub fn sink<'s>(
                         }
                     }
                     // The parts of each document together, indexed once for every member.
-                    parts.sort_unstable_by_key(|p| p.doc);
+                    sort_parts(&mut parts);
                     let documents: Vec<Parts<'_>> = parts
                         .chunk_by(|a, b| a.doc == b.doc)
                         .filter_map(Parts::new)
