@@ -911,3 +911,181 @@ value = "sku"
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Which roots a change dirties.
+mod dirtied {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
+
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::operators::{Inspect, Probe};
+    use timely::dataflow::{InputHandle, ProbeHandle};
+
+    use super::super::drive::{Dirty, Readiness};
+    use super::super::propagate::propagate;
+    use super::super::rows::{arrange_rows, SourceEvent};
+    use super::super::tree::Tree;
+    use super::super::Time;
+    use super::Local;
+    use crate::row::Row;
+    use crate::value::Value;
+
+    /// Users with their orders; `seen` and an order's `note` are shown by no document.
+    const PRODUCT: &str = r#"
+[product]
+name = "p"
+output_topic = "p.out"
+
+[sources.users]
+topic = "p.users"
+primary_key = ["id"]
+columns = { id = "int", name = "string", seen = "int" }
+
+[sources.orders]
+topic = "p.orders"
+primary_key = ["id"]
+columns = { id = "int", user = "int", total = "int", note = "string" }
+
+[document]
+source = "users"
+fields = ["name"]
+
+[[document.relations]]
+name = "orders"
+cardinality = "many"
+source = "orders"
+on = { id = "user" }
+fields = ["total"]
+"#;
+
+    /// A row of `source` from its columns by name (the others null).
+    fn row(plan: &crate::plan::Plan, source: usize, values: &[(&str, Value)]) -> Row {
+        let columns = &plan.sources[source].columns;
+        let mut row = vec![Value::Null; columns.len()];
+        for (name, value) in values {
+            let c = columns.iter().position(|c| c.name == *name).unwrap();
+            row[c] = value.clone();
+        }
+        Row::from_values(&row)
+    }
+
+    /// The key hashes of the roots dirtied at each time, for the events of `stages` at times 0,
+    /// 1, ...; the product is released at 0 (the hydration builds what is there then).
+    fn dirtied(stages: Vec<Vec<(usize, Row, Row)>>) -> BTreeMap<Time, BTreeSet<u64>> {
+        let plan = crate::plan::parse(std::path::Path::new("p.toml"), PRODUCT).unwrap();
+        let seen = Arc::new(Mutex::new(BTreeMap::<Time, BTreeSet<u64>>::new()));
+        let out = seen.clone();
+        timely::execute_directly(move |worker| {
+            let tree = Rc::new(Tree::of(&plan, &plan.products[0]));
+            let used = Tree::used_columns(&[&tree]);
+            let mut inputs = BTreeMap::new();
+            let mut control = InputHandle::<Time, CapacityContainerBuilder<Vec<Readiness>>>::new();
+            let probe = ProbeHandle::new();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let mut local = Local {
+                    rows: BTreeMap::new(),
+                    indexes: BTreeMap::new(),
+                };
+                for source in tree.sources() {
+                    let mut input = InputHandle::new();
+                    let s = &plan.sources[source];
+                    let rows = arrange_rows(input.to_stream(scope), &s.name, s.key.clone(), ());
+                    local.rows.insert(source, rows);
+                    inputs.insert(source, input);
+                }
+                let seen = out.clone();
+                propagate(&tree, &used, &control.to_stream(scope), &mut local)
+                    .inspect_core(move |event| {
+                        if let Ok((stamp, dirty)) = event {
+                            let time = *stamp.least().expect("a time");
+                            let mut seen = seen.lock().unwrap();
+                            seen.entry(time)
+                                .or_default()
+                                .extend(dirty.iter().map(|d: &Dirty| d.hash));
+                        }
+                    })
+                    .probe_with(&probe);
+            });
+            control.send(Readiness::CaughtUp { to: 0 });
+            control.send(Readiness::Loaded { to: 0 });
+            for (time, events) in stages.iter().enumerate() {
+                for (source, key, row) in events {
+                    inputs.get_mut(source).unwrap().send(SourceEvent::Upsert {
+                        key: key.clone(),
+                        row: Some(row.clone()),
+                    });
+                }
+                let next = time as Time + 1;
+                for input in inputs.values_mut() {
+                    input.advance_to(next);
+                }
+                control.advance_to(next);
+                while probe.less_than(&next) {
+                    worker.step();
+                }
+            }
+        });
+        let dirtied = seen.lock().unwrap().clone();
+        dirtied
+    }
+
+    #[test]
+    fn only_changes_of_columns_a_document_reads_dirty_roots() {
+        let plan = crate::plan::parse(std::path::Path::new("p.toml"), PRODUCT).unwrap();
+        let source = |name: &str| plan.sources.iter().position(|s| s.name == name).unwrap();
+        let (users, orders) = (source("users"), source("orders"));
+        let key = |id: i64| Row::from_values([&Value::Int(id)]);
+        let user = |id: i64, name: &str, seen: i64| {
+            (
+                users,
+                key(id),
+                row(
+                    &plan,
+                    users,
+                    &[
+                        ("id", Value::Int(id)),
+                        ("name", Value::str(name)),
+                        ("seen", Value::Int(seen)),
+                    ],
+                ),
+            )
+        };
+        let order = |id: i64, user: i64, total: i64, note: &str| {
+            (
+                orders,
+                key(id),
+                row(
+                    &plan,
+                    orders,
+                    &[
+                        ("id", Value::Int(id)),
+                        ("user", Value::Int(user)),
+                        ("total", Value::Int(total)),
+                        ("note", Value::str(note)),
+                    ],
+                ),
+            )
+        };
+        let dirty = dirtied(vec![
+            // Time 0: the snapshot, released at 0 (the hydration builds it).
+            vec![
+                user(1, "a", 0),
+                user(2, "b", 0),
+                order(10, 1, 5, "x"),
+                order(11, 2, 7, "y"),
+            ],
+            // Time 1: columns no document reads.
+            vec![user(1, "a", 99), order(10, 1, 5, "changed")],
+            // Time 2: a shown user column, a shown order column (user 2's order).
+            vec![user(1, "A", 99), order(11, 2, 8, "y")],
+            // Time 3: an order moves from user 1 to user 2: both documents change.
+            vec![order(10, 2, 5, "changed")],
+        ]);
+        let hash = |id: i64| key(id).hash();
+        let both: BTreeSet<u64> = [hash(1), hash(2)].into();
+        let expected: BTreeMap<Time, BTreeSet<u64>> = [(2, both.clone()), (3, both)].into();
+        assert_eq!(dirty, expected);
+    }
+}
