@@ -35,8 +35,8 @@
 # Environment: BENCH_STEPS (the steps to run, default "hydration baselines changes postgres"; gen
 # always runs; at M and L the change runs write a great many documents, as a fan-out update
 # rewrites every profile that starred a popular repo: about 10× more per update at each size),
-# DENORM_BROKERS (default 127.0.0.1:19092; started with scripts/broker.sh when it is
-# that and down), BENCH_CHANGES (records per stretch: S 100000, M 50000, L 20000), BENCH_RATES
+# DENORM_BROKERS (default 127.0.0.1:$DENORM_BROKER_PORT, the port 19092 unless set; started
+# with scripts/broker.sh when it is that and down), BENCH_CHANGES (records per stretch: S 100000, M 50000, L 20000), BENCH_RATES
 # ("1000 5000 10000 max"), BENCH_UNIFORM_RATE (1000; `none` leaves the uniform stretch out),
 # BENCH_STRETCH_LIMIT (seconds a change stretch may take to be read and its documents written,
 # 1800; a stretch that takes longer is recorded as timed out, measured as far as it got and
@@ -49,7 +49,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-brokers=${DENORM_BROKERS:-127.0.0.1:19092}
+brokers=${DENORM_BROKERS:-127.0.0.1:${DENORM_BROKER_PORT:-19092}}
 bin=$root/target/release/denorm
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(S)

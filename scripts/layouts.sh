@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-10000}
 changes=${2:-20000}
-brokers=${DENORM_BROKERS:-127.0.0.1:19092}
+brokers=${DENORM_BROKERS:-127.0.0.1:${DENORM_BROKER_PORT:-19092}}
 cargo build --release -q
 bin=target/release/denorm
 dir=$(mktemp -d)
