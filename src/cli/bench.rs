@@ -9,11 +9,11 @@ use clap::Subcommand;
 use denorm::kafka::admin::drop_topics;
 use denorm::kafka::client::KafkaOptions;
 use denorm::plan;
-
-use super::args::EditMixArg;
 use denorm::runtime::epoch::EpochLimits;
 use denorm::tools::bench::{compare, consume, export, hop, latency, memory};
 use denorm::tools::gen::GenOptions;
+
+use super::args::EditMixArg;
 
 /// The `denorm bench` subcommands.
 #[derive(Subcommand, Debug)]

@@ -926,39 +926,12 @@ mod dirtied {
     use super::super::drive::{Dirty, Readiness};
     use super::super::propagate::propagate;
     use super::super::rows::{arrange_rows, SourceEvent};
+    use super::super::tree::tests::plan as users_and_orders;
     use super::super::tree::Tree;
     use super::super::Time;
     use super::Local;
     use crate::row::Row;
     use crate::value::Value;
-
-    /// Users with their orders; `seen` and an order's `note` are shown by no document.
-    const PRODUCT: &str = r#"
-[product]
-name = "p"
-output_topic = "p.out"
-
-[sources.users]
-topic = "p.users"
-primary_key = ["id"]
-columns = { id = "int", name = "string", seen = "int" }
-
-[sources.orders]
-topic = "p.orders"
-primary_key = ["id"]
-columns = { id = "int", user = "int", total = "int", note = "string" }
-
-[document]
-source = "users"
-fields = ["name"]
-
-[[document.relations]]
-name = "orders"
-cardinality = "many"
-source = "orders"
-on = { id = "user" }
-fields = ["total"]
-"#;
 
     /// A row of `source` from its columns by name (the others null).
     fn row(plan: &crate::plan::Plan, source: usize, values: &[(&str, Value)]) -> Row {
@@ -972,9 +945,12 @@ fields = ["total"]
     }
 
     /// The key hashes of the roots dirtied at each time, for the events of `stages` at times 0,
-    /// 1, ...; the product is released at 0 (the hydration builds what is there then).
-    fn dirtied(stages: Vec<Vec<(usize, Row, Row)>>) -> BTreeMap<Time, BTreeSet<u64>> {
-        let plan = crate::plan::parse(std::path::Path::new("p.toml"), PRODUCT).unwrap();
+    /// 1, ...; `plan`'s product is released at 0 (the hydration builds what is there then).
+    fn dirtied(
+        plan: &crate::plan::Plan,
+        stages: Vec<Vec<(usize, Row, Row)>>,
+    ) -> BTreeMap<Time, BTreeSet<u64>> {
+        let plan = plan.clone();
         let seen = Arc::new(Mutex::new(BTreeMap::<Time, BTreeSet<u64>>::new()));
         let out = seen.clone();
         timely::execute_directly(move |worker| {
@@ -1033,7 +1009,7 @@ fields = ["total"]
 
     #[test]
     fn only_changes_of_columns_a_document_reads_dirty_roots() {
-        let plan = crate::plan::parse(std::path::Path::new("p.toml"), PRODUCT).unwrap();
+        let plan = users_and_orders(r#"["name"]"#);
         let source = |name: &str| plan.sources.iter().position(|s| s.name == name).unwrap();
         let (users, orders) = (source("users"), source("orders"));
         let key = |id: i64| Row::from_values([&Value::Int(id)]);
@@ -1068,21 +1044,24 @@ fields = ["total"]
                 ),
             )
         };
-        let dirty = dirtied(vec![
-            // Time 0: the snapshot, released at 0 (the hydration builds it).
+        let dirty = dirtied(
+            &plan,
             vec![
-                user(1, "a", 0),
-                user(2, "b", 0),
-                order(10, 1, 5, "x"),
-                order(11, 2, 7, "y"),
+                // Time 0: the snapshot, released at 0 (the hydration builds it).
+                vec![
+                    user(1, "a", 0),
+                    user(2, "b", 0),
+                    order(10, 1, 5, "x"),
+                    order(11, 2, 7, "y"),
+                ],
+                // Time 1: columns no document reads.
+                vec![user(1, "a", 99), order(10, 1, 5, "changed")],
+                // Time 2: a shown user column, a shown order column (user 2's order).
+                vec![user(1, "A", 99), order(11, 2, 8, "y")],
+                // Time 3: an order moves from user 1 to user 2: both documents change.
+                vec![order(10, 2, 5, "changed")],
             ],
-            // Time 1: columns no document reads.
-            vec![user(1, "a", 99), order(10, 1, 5, "changed")],
-            // Time 2: a shown user column, a shown order column (user 2's order).
-            vec![user(1, "A", 99), order(11, 2, 8, "y")],
-            // Time 3: an order moves from user 1 to user 2: both documents change.
-            vec![order(10, 2, 5, "changed")],
-        ]);
+        );
         let hash = |id: i64| key(id).hash();
         let both: BTreeSet<u64> = [hash(1), hash(2)].into();
         let expected: BTreeMap<Time, BTreeSet<u64>> = [(2, both.clone()), (3, both)].into();

@@ -206,10 +206,12 @@ fn add(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::Tree;
 
-    fn plan(fields: &str) -> crate::plan::Plan {
+    /// Users (showing `fields`) with their orders (showing `total`); a user's `seen` and an
+    /// order's `note` are shown by no document.
+    pub(crate) fn plan(fields: &str) -> crate::plan::Plan {
         let text = format!(
             r#"
 [product]

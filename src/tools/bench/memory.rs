@@ -30,23 +30,20 @@ const PARK: Duration = Duration::from_millis(1);
 /// Counts what a sink writes and drops it.
 #[derive(Debug, Default)]
 pub struct CountingWriter {
-    pub documents: u64,
-    pub tombstones: u64,
-    pub bytes: u64,
-    /// Sum of the records' hashes: equal outputs (in any order) have equal digests.
-    pub digest: u64,
+    pub written: Written,
 }
 
 impl DocWriter for CountingWriter {
     fn write(&mut self, key: &str, value: Option<&str>) -> anyhow::Result<()> {
-        self.bytes += (key.len() + value.map_or(0, str::len)) as u64;
+        let w = &mut self.written;
+        w.bytes += (key.len() + value.map_or(0, str::len)) as u64;
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(&(key, value), &mut hasher);
-        self.digest = self.digest.wrapping_add(std::hash::Hasher::finish(&hasher));
+        w.digest = w.digest.wrapping_add(std::hash::Hasher::finish(&hasher));
         if value.is_some() {
-            self.documents += 1;
+            w.documents += 1;
         } else {
-            self.tombstones += 1;
+            w.tombstones += 1;
         }
         Ok(())
     }
@@ -100,7 +97,8 @@ pub struct MemoryReport {
     pub changes: Option<ChangeReport>,
 }
 
-/// What the change phase measured: every change event handed to the hydrated job at once.
+/// What the change phase measured: the change events handed to the hydrated job, all at once or
+/// at a rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeReport {
     /// How the changes picked the rows they edit.
@@ -130,25 +128,21 @@ struct WorkerResult {
     changes: Option<ChangePhase>,
 }
 
-/// What a worker's sinks wrote (all of them together).
+/// What sinks wrote: records, bytes and a digest.
 #[derive(Debug, Clone, Copy, Default)]
-struct Written {
-    documents: u64,
-    tombstones: u64,
-    bytes: u64,
-    digest: u64,
+pub struct Written {
+    pub documents: u64,
+    pub tombstones: u64,
+    pub bytes: u64,
+    /// Sum of the records' hashes: equal outputs (in any order) have equal digests.
+    pub digest: u64,
 }
 
 impl Written {
+    /// What `writers` wrote, all together.
     fn of(writers: &[Rc<RefCell<CountingWriter>>]) -> Self {
         writers.iter().fold(Written::default(), |w, writer| {
-            let c = writer.borrow();
-            w.plus(Written {
-                documents: c.documents,
-                tombstones: c.tombstones,
-                bytes: c.bytes,
-                digest: c.digest,
-            })
+            w.plus(writer.borrow().written)
         })
     }
 
@@ -229,6 +223,7 @@ pub fn run(
     let rss_before = super::proc_status_bytes("VmRSS");
 
     let shares = Arc::new(Mutex::new((shares, change_shares)));
+    let gen_changes = gen.changes;
     let plan = Arc::new(plan);
     let cpu_before = super::proc_cpu_seconds();
     // The CPU time when the first worker starts its change phase.
@@ -240,7 +235,9 @@ pub fn run(
             let mut shares = shares.lock().unwrap_or_else(|p| p.into_inner());
             (
                 std::mem::take(&mut shares.0[worker.index()]),
-                std::mem::take(&mut shares.1[worker.index()]),
+                // Every worker has a change phase when there are changes, even with none of them
+                // its own: it writes documents of the others' changes meanwhile.
+                (gen_changes > 0).then(|| std::mem::take(&mut shares.1[worker.index()])),
             )
         };
         let mark_cpu = || {
@@ -371,15 +368,15 @@ fn change_report(
 }
 
 /// One worker: installs the products, feeds its rows time by time, then releases the sinks
-/// (as a caught-up job does) and steps until its documents are written. Then, if it has
-/// `changes`, feeds them as fast as its epochs take them, and steps until every document they
-/// change is written.
+/// (as a caught-up job does) and steps until its documents are written. Then, with `changes`
+/// (its share of them, perhaps none), feeds them as fast as its epochs take them (at most at
+/// `change_rate` for all workers), and steps until every document they change is written.
 #[allow(clippy::too_many_arguments)]
 fn hydrate(
     worker: &mut timely::worker::Worker,
     plan: &Plan,
     events: Vec<(SourceId, SourceEvent)>,
-    changes: Vec<(SourceId, SourceEvent)>,
+    changes: Option<Vec<(SourceId, SourceEvent)>>,
     batch_size: usize,
     limits: EpochLimits,
     start: Instant,
@@ -424,7 +421,7 @@ fn hydrate(
     }
     let hydrated_after = start.elapsed().as_secs_f64();
     let mut phase = None;
-    if !changes.is_empty() {
+    if let Some(changes) = changes {
         // Every hydration document written, the job is caught up: output closes times from now.
         let hydrated = feeder.clock();
         while catalog.written_frontier() <= hydrated {
